@@ -1,0 +1,112 @@
+"""The LightningModule: a backbone, a new head and the fine-tuning plan that says what trains."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from transferlab.finetune.optim import OptimConfig, build_optimizer, build_scheduler, param_groups
+from transferlab.finetune.plan import FinetunePlan
+from transferlab.models.backbone import count_params
+
+
+class TransferModule(pl.LightningModule):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        plan: FinetunePlan,
+        optim: OptimConfig,
+        num_classes: int,
+        label_smoothing: float = 0.0,
+        extra_checkpoint_state: dict | None = None,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.plan = plan
+        self.optim_cfg = optim
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+        # Saved into every checkpoint so eval.py can rebuild the run (config, class names).
+        self.extra_checkpoint_state = extra_checkpoint_state or {}
+        self.finetune_epoch = 0
+        self.max_trainable_params = 0
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
+                for stage in ("val", "test")
+                for name, k in (("acc", 1), ("acc_top5", min(5, num_classes)))
+            }
+        )
+        self.set_finetune_epoch(0)
+
+    # --- fine-tuning state -------------------------------------------------------------------
+    def set_finetune_epoch(self, epoch: int) -> None:
+        """Called by FinetuneCallback at each epoch start (and on resume)."""
+        self.finetune_epoch = epoch
+        self.plan.apply(self.backbone, epoch, training=self.training)
+        self.max_trainable_params = max(self.max_trainable_params, self.trainable_params())
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        # Module.train() flips every submodule; frozen groups' norm layers must go back to eval.
+        if hasattr(self, "plan"):
+            self.plan.apply(self.backbone, self.finetune_epoch, training=mode)
+        return self
+
+    def trainable_params(self) -> int:
+        return count_params(self, trainable_only=True)
+
+    # --- forward and steps ---------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        if not torch.isfinite(loss):
+            lrs = {g["name"]: g["lr"] for g in self.optimizers().param_groups}
+            raise FloatingPointError(
+                f"loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}) with lrs {lrs}: "
+                "lower strategy.lr or check the data"
+            )
+        acc = (logits.argmax(-1) == y).float().mean()
+        self.log_dict({"train/loss": loss, "train/acc": acc}, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def _eval_step(self, stage: str, batch) -> None:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        for name in ("acc", "acc_top5"):
+            metric = self.metrics[f"{stage}_{name}"]
+            metric.update(logits, y)
+            self.log(f"{stage}/{name}", metric, on_epoch=True, prog_bar=name == "acc", batch_size=len(y))
+        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(y))
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step("val", batch)
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step("test", batch)
+
+    def predict_step(self, batch, batch_idx):
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).softmax(-1)
+
+    # --- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self):
+        groups, units = param_groups(self.plan, self.backbone, self.head, self.plan.config.lr, self.optim_cfg.weight_decay)
+        optimizer = build_optimizer(self.optim_cfg, groups)
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = max(1, self.trainer.max_epochs or 1)
+        scheduler = build_scheduler(optimizer, self.plan, units, self.optim_cfg, steps_per_epoch=max(1, total // epochs), total_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["transferlab"] = {**self.extra_checkpoint_state, "num_classes": self.num_classes}
