@@ -58,13 +58,13 @@ class BatchPreprocess(nn.Module):
 
     def _eval_geometry(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        scale_size = math.floor(self.image_size / self.crop_pct)
-        r = scale_size / min(h, w)
-        size = (max(self.image_size, round(h * r)), max(self.image_size, round(w * r)))
+        short = math.floor(self.image_size / self.crop_pct)
+        # The long side is truncated, as torchvision's Resize does, so crops line up with timm's.
+        size = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
         if size != (h, w):
             x = F.interpolate(x, size=size, mode=self.mode, antialias=self.mode != "nearest", align_corners=False if self.mode != "nearest" else None)
-        top = (x.shape[-2] - self.image_size) // 2
-        left = (x.shape[-1] - self.image_size) // 2
+        top = int(round((x.shape[-2] - self.image_size) / 2))
+        left = int(round((x.shape[-1] - self.image_size) / 2))
         return x[..., top : top + self.image_size, left : left + self.image_size]
 
     def _train_geometry(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
