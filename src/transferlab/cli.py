@@ -1,0 +1,62 @@
+"""The ``transferlab`` command. Training itself runs through ``train.py`` (Hydra owns that
+command line); this one holds the tools around it, one subcommand each."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+
+def _report(args: argparse.Namespace) -> int:
+    from transferlab.report import write_report  # pandas and matplotlib load only when needed
+
+    missing = [d for d in args.dirs if not Path(d).is_dir()]
+    if missing:
+        print(f"transferlab report: not a directory: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        report = write_report(args.dirs, args.out)
+    except FileNotFoundError as e:
+        print(f"transferlab report: {e}", file=sys.stderr)
+        return 1
+    counts = report.counts()
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    print(f"{len(report.jobs)} jobs ({summary}), {len(report.groups)} groups")
+    for path in report.files:
+        print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="transferlab",
+        description="Tools around transferlab runs. Training itself: python train.py (Hydra).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    report = sub.add_parser(
+        "report",
+        help="gather the metrics.json of runs and sweeps into a CSV, a markdown table and plots",
+        description="Walk each DIR for metrics.json files (and Hydra job dirs that have none: "
+        "failed or unfinished jobs) and write results.csv, results.md, acc_vs_size.png, "
+        "acc_vs_time.png and params_by_strategy.png.",
+    )
+    report.add_argument("dirs", nargs="+", metavar="DIR", help="run or multirun directories")
+    report.add_argument("--out", "-o", default=None, help="output directory (default: the first DIR)")
+    report.set_defaults(func=_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""`transferlab report` on a fake sweep tree: CSV rows, mean ± std, bold best, failures, plots."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from transferlab.cli import main
+
+SEED_OFFSET = {1: -0.012, 2: 0.004, 3: 0.008}
+BASE = {"extract": 0.70, "partial": 0.80, "full": 0.78}
+SIZE_BONUS = {10: 0.0, 100: 0.06, None: 0.10}
+TRAINABLE = {"extract": 12_810, "partial": 1_200_000, "full": 3_380_000}
+PLOTS = ("acc_vs_size.png", "acc_vs_time.png", "params_by_strategy.png")
+
+
+def _acc(strategy: str, size: int | None, seed: int) -> float:
+    return round(BASE[strategy] + SIZE_BONUS[size] + SEED_OFFSET[seed], 4)
+
+
+def _job(sweep: Path, num: int, overrides: list[str], metrics: dict | None) -> Path:
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if metrics is not None:
+        metrics = {**metrics, "run_dir": str(job), "overrides": overrides}
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    return job
+
+
+def _metrics(model: str, strategy: str, size: int | None, seed: int, status: str = "completed") -> dict:
+    acc = _acc(strategy, size, seed)
+    failed = status == "failed"
+    return {
+        "status": status,
+        "error": "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB" if failed else None,
+        "test": {} if failed else {"acc": acc, "loss": round(1.2 - acc, 3)},
+        "val": {} if failed else {"acc": acc + 0.01, "loss": round(1.1 - acc, 3)},
+        "params": {"total": 3_380_000, "trainable": TRAINABLE[strategy]},
+        "time": {"fit_s": 10.0 * (1 + TRAINABLE[strategy] / 1e6) * (size or 300) / 10,
+                 "test_s": 3.0, "total_s": 13.0 * (1 + TRAINABLE[strategy] / 1e6) * (size or 300) / 10,
+                 "train_images_per_s": 95.2},
+        "config": {"model": model, "model_name": f"tf_{model}", "weights": "package:x",
+                   "strategy": strategy, "data": "fashion_mnist", "samples_per_class": size,
+                   "train_fraction": None, "train_size": 10 * size if size else 54_000,
+                   "image_size": 128, "seed": seed, "max_epochs": 15},
+        "some_future_key": {"nested": [1, 2]},
+    }
+
+
+@pytest.fixture
+def sweeps(tmp_path: Path) -> tuple[Path, Path]:
+    """Two multirun dirs as Hydra lays them out (job dirs 0, 1, ... with .hydra/)."""
+    first = tmp_path / "logs" / "train" / "multiruns" / "2026-01-01_10-00-00"
+    num = 0
+    for strategy in BASE:
+        for size in (10, 100):
+            for seed in (1, 2, 3):
+                _job(first, num, [f"strategy={strategy}", f"data.samples_per_class={size}", f"seed={seed}"],
+                     _metrics("efficientnet_lite0", strategy, size, seed))
+                num += 1
+    _job(first, num, ["strategy=full", "data.samples_per_class=100", "seed=4"],
+         _metrics("efficientnet_lite0", "full", 100, 3, status="failed"))
+    _job(first, num + 1, ["strategy=partial", "data.samples_per_class=10", "seed=9"], None)
+    (first / "multirun.yaml").write_text("hydra: {}\n")
+
+    second = tmp_path / "logs" / "train" / "multiruns" / "2026-01-02_09-00-00"
+    num = 0
+    for strategy in ("extract", "full"):
+        for size in (10, None):
+            for seed in (1, 2):
+                _job(second, num, [f"model=resnet18", f"strategy={strategy}",
+                                   f"data.samples_per_class={'null' if size is None else size}", f"seed={seed}"],
+                     _metrics("resnet18", strategy, size, seed))
+                num += 1
+    broken = _job(second, num, ["model=resnet18", "strategy=lora", "seed=1"], None)
+    (broken / "metrics.json").write_text('{"status": "completed", "test": {"acc"')  # cut short
+    return first, second
+
+
+def test_report_from_two_sweeps(sweeps: tuple[Path, Path], tmp_path: Path) -> None:
+    first, second = sweeps
+    out = tmp_path / "report"
+    assert main(["report", str(first), str(second), "--out", str(out)]) == 0
+
+    # One CSV row per job dir, flat columns.
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 18 + 2 + 8 + 1
+    assert df["status"].value_counts().to_dict() == {"completed": 26, "failed": 2, "unfinished": 1}
+    assert df.groupby("sweep")["job"].apply(lambda s: s.is_unique).all()
+    for col in ("model", "strategy", "samples_per_class", "seed", "test.acc", "val.acc",
+                "params.trainable", "time.total_s", "some_future_key.nested", "error", "overrides"):
+        assert col in df.columns, col
+    row = df[(df["model"] == "efficientnet_lite0") & (df["strategy"] == "partial")
+             & (df["samples_per_class"] == 100) & (df["seed"] == 2)]
+    assert row["test.acc"].tolist() == [_acc("partial", 100, 2)]
+    assert df[df["model"] == "resnet18"]["samples_per_class"].isna().sum() == 4 + 1
+
+    md = (out / "results.md").read_text()
+
+    def cell(strategy: str, size: int | None, seeds=(1, 2, 3)) -> str:
+        accs = [100 * _acc(strategy, size, s) for s in seeds]
+        return f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f} (n={len(accs)})"
+
+    # Best strategy at 100 images/class is partial, bold; the others are not.
+    best = cell("partial", 100)
+    assert best == "86.00 ± 1.06 (n=3)"
+    assert f"**{best}**" in md
+    for other in (cell("full", 100), cell("extract", 100), cell("extract", 10)):
+        assert other in md and f"**{other}**" not in md
+    assert f"**{cell('partial', 10)}**" in md
+    # resnet18 "all" (samples_per_class null) is its own size; full wins there.
+    assert f"**{cell('full', None, seeds=(1, 2))}**" in md
+    assert "| all |" in md
+    # The long table marks the best strategy too.
+    assert "| efficientnet_lite0 | fashion_mnist | 100 | **partial** | 1,2,3 | **86.00 ± 1.06** |" in md
+
+    # Failed and unfinished jobs, with where they are and why.
+    failures = md.split("## Failed or unfinished jobs (3)")[1]
+    assert f"`{first / '18'}`" in failures
+    assert "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB" in failures
+    assert f"`{first / '19'}` (`strategy=partial data.samples_per_class=10 seed=9`)" in failures
+    assert "no metrics.json" in failures
+    assert f"`{second / '8'}`" in failures and "unreadable metrics.json" in failures
+
+    for name in PLOTS:
+        path = out / name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(path) as im:
+            im.verify()
+        with Image.open(path) as im:
+            assert im.size[0] > 300 and im.size[1] > 200
+
+
+def test_default_out_is_first_dir_and_errors(sweeps: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    first, _ = sweeps
+    assert main(["report", str(first)]) == 0
+    assert {"results.csv", "results.md", *PLOTS} <= {p.name for p in first.iterdir()}
+    # Re-running over a dir that now holds the report still finds the same jobs.
+    assert main(["report", str(first)]) == 0
+    assert len(pd.read_csv(first / "results.csv")) == 20
+    assert "20 jobs" in capsys.readouterr().out
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty)]) == 1
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert main([]) == 2
+
+
+def test_only_failures_still_writes_everything(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    _job(sweep, 0, ["strategy=full"], _metrics("resnet18", "full", 10, 1, status="failed"))
+    _job(sweep, 1, ["strategy=extract"], None)
+    assert main(["report", str(sweep)]) == 0
+    md = (sweep / "results.md").read_text()
+    assert "No completed runs yet." in md and "## Failed or unfinished jobs (2)" in md
+    assert all((sweep / name).stat().st_size > 0 for name in PLOTS)
