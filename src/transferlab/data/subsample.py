@@ -1,0 +1,116 @@
+"""Stratified, seeded carving of a labelled pool into a training subset and a validation set.
+
+One random order per class, fixed by the seed alone: validation is the head of that order, training
+the part after it. So the training subset for 10 per class is contained in the one for 100 per
+class with the same seed (data-efficiency curves then compare nested sets, not independent draws),
+and validation never moves when only the training size changes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from transferlab.data.sources import DataError
+
+
+def _round_half_up(x: float) -> int:
+    # Python's round() is banker's rounding: round(0.5) == 0 would empty classes of 1 image.
+    return int(math.floor(x + 0.5))
+
+
+def _check_fraction(name: str, value: float | None) -> None:
+    if value is not None and not (0.0 < float(value) <= 1.0):
+        raise DataError(f"data.{name}={value} is outside (0, 1]: give a fraction such as 0.1, or null to leave it unset")
+
+
+def _check_count(name: str, value: int | None, minimum: int) -> None:
+    if value is not None and (isinstance(value, bool) or int(value) != value or value < minimum):
+        raise DataError(f"data.{name}={value!r} must be a whole number >= {minimum}, or null to leave it unset")
+
+
+def stratified_split(
+    labels: torch.Tensor,
+    *,
+    seed: int,
+    val_per_class: int | None = None,
+    val_fraction: float | None = None,
+    samples_per_class: int | None = None,
+    train_fraction: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train_idx, val_idx) into ``labels``, each sorted, int64 and disjoint.
+
+    Per class, validation takes ``val_per_class`` (or ``val_fraction`` of the class) and training
+    the next ``samples_per_class`` (or ``train_fraction`` of what validation left); unset means no
+    validation and all the rest for training respectively.
+    """
+    if val_per_class is not None and val_fraction is not None:
+        raise DataError(
+            f"data.val_per_class={val_per_class} and data.val_fraction={val_fraction} are both set: set one of them to null"
+        )
+    if samples_per_class is not None and train_fraction is not None:
+        raise DataError(
+            f"data.samples_per_class={samples_per_class} and data.train_fraction={train_fraction} are both set: set one of them to null"
+        )
+    _check_count("val_per_class", val_per_class, 0)
+    _check_count("samples_per_class", samples_per_class, 1)
+    _check_fraction("val_fraction", val_fraction)
+    _check_fraction("train_fraction", train_fraction)
+
+    labels = torch.as_tensor(labels)
+    if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be a 1-D integer tensor, got {labels.dtype} of shape {tuple(labels.shape)}")
+    labels = labels.to(torch.int64).cpu()
+    empty = torch.empty(0, dtype=torch.int64)
+    if labels.numel() == 0:
+        return empty, empty.clone()
+    if int(labels.min()) < 0:
+        raise ValueError("labels must be class indices >= 0")
+
+    counts = torch.bincount(labels)
+    present = (counts > 0).nonzero().flatten().tolist()
+
+    n_val = torch.zeros_like(counts)
+    n_train = torch.zeros_like(counts)
+    for c in present:
+        count = int(counts[c])
+        if val_per_class is not None:
+            v = int(val_per_class)
+        elif val_fraction is not None:
+            v = _round_half_up(val_fraction * count)
+        else:
+            v = 0
+        if v > count:
+            raise DataError(
+                f"class {c} has {count} images, fewer than data.val_per_class={val_per_class}: lower data.val_per_class or use data.val_fraction"
+            )
+        left = count - v
+        if samples_per_class is not None:
+            t = int(samples_per_class)
+            if t > left:
+                raise DataError(
+                    f"class {c} has {left} images left after validation ({count} in all, {v} for val), fewer than "
+                    f"data.samples_per_class={samples_per_class}: lower data.samples_per_class or data.val_per_class"
+                )
+        elif train_fraction is not None:
+            # At least one: a class that vanishes from training cannot be learned at all.
+            t = min(left, max(1, _round_half_up(train_fraction * left)))
+        else:
+            t = left
+        n_val[c], n_train[c] = v, t
+
+    # One global permutation, then a stable sort by label: every class comes out in its own random
+    # order, and that order depends on the seed and the labels only, never on the sizes asked for.
+    gen = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(labels.numel(), generator=gen)
+    by_class = perm[torch.argsort(labels[perm], stable=True)]
+    cls = labels[by_class]
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(labels.numel()) - starts[cls]
+
+    val_mask = rank < n_val[cls]
+    train_mask = (rank >= n_val[cls]) & (rank < n_val[cls] + n_train[cls])
+    train_idx = torch.sort(by_class[train_mask]).values
+    val_idx = torch.sort(by_class[val_mask]).values
+    return train_idx, val_idx
