@@ -6,6 +6,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -25,6 +26,10 @@ from transferlab.utils.run_stats import RunStats
 
 log = logging.getLogger("transferlab.train")
 USER_ERRORS = (TransferlabError, DataError)
+
+# Frozen groups' norm layers are in eval mode on purpose (strategy.frozen_norm=eval).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def _choice(group: str, default: str | None = None) -> str | None:
@@ -81,7 +86,7 @@ def train(cfg: DictConfig) -> dict:
         ckpt_path = str(output_dir(cfg) / "checkpoints" / "last.ckpt")
     trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path)
     val = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    checkpoint = trainer.checkpoint_callback
+    checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
     best = checkpoint.best_model_path if checkpoint is not None else ""
     if checkpoint is not None and checkpoint.best_model_score is not None:
         val["acc"] = float(checkpoint.best_model_score)  # the epoch whose weights are tested

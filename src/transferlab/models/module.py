@@ -23,8 +23,14 @@ class TransferModule(pl.LightningModule):
         num_classes: int,
         label_smoothing: float = 0.0,
         extra_checkpoint_state: dict | None = None,
+        channels_last: bool = True,
     ):
         super().__init__()
+        # NHWC convolutions: 1.4-1.8x faster for EfficientNet-Lite0 on this 2-core CPU
+        # (scripts/bench.py), and the usual layout for tensor cores on GPUs.
+        self.channels_last = channels_last
+        if channels_last:
+            backbone = backbone.to(memory_format=torch.channels_last)
         self.backbone = backbone
         self.head = head
         self.plan = plan
@@ -63,6 +69,8 @@ class TransferModule(pl.LightningModule):
 
     # --- forward and steps ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.backbone(x))
 
     def training_step(self, batch, batch_idx):
