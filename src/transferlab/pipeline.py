@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import hydra
 import lightning.pytorch as pl
@@ -52,9 +52,13 @@ def make_backbone(cfg: DictConfig, weights: str | None = None) -> Backbone:
 def make_datamodule(cfg: DictConfig, backbone: Backbone) -> TransferDataModule:
     d = cfg.data
     augment = AugmentConfig(**_plain(d.augment)) if d.get("augment") else None
+    preprocess = backbone.preprocess
+    if d.get("crop_pct") is not None:
+        # Full-frame data (Fashion-MNIST's objects touch the border) loses parts to timm's eval crop.
+        preprocess = replace(preprocess, crop_pct=float(d.crop_pct))
     return TransferDataModule(
         source=str(d.source),
-        preprocess=backbone.preprocess,
+        preprocess=preprocess,
         source_args=_plain(d.get("source_args")),
         samples_per_class=d.get("samples_per_class"),
         train_fraction=d.get("train_fraction"),
