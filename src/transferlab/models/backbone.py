@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from transferlab.errors import ConfigError
-from transferlab.models.weights import WeightsSource, hub_error, hub_offline, load_weights
+from transferlab.models.weights import WeightsSource, hub_error, hub_offline, hub_unreachable, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,18 @@ def _suggest(name: str) -> str:
     return ", ".join(close) if close else "see timm.list_models()"
 
 
+def _cached_locally(name: str) -> bool:
+    """Whether the hub cache already holds this model's weights (then offline still works)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        hub_id = timm.models.get_pretrained_cfg(name.split(".")[0]).hf_hub_id or ""
+        repos = {r.repo_id for r in scan_cache_dir().repos}
+        return hub_id.split(":")[0] in repos if hub_id else False
+    except Exception:  # no cache dir yet, or an unknown layout: try the download as usual
+        return False
+
+
 def create_timm_model(name: str, weights: WeightsSource, **kwargs) -> tuple[nn.Module, str]:
     """The full timm model (pretrained classifier included) with its weights loaded."""
     if name not in timm.list_models() and not timm.is_model(name):
@@ -69,6 +81,9 @@ def create_timm_model(name: str, weights: WeightsSource, **kwargs) -> tuple[nn.M
     if weights.kind == "hub":
         if hub_offline():
             raise hub_error(name, RuntimeError("HF_HUB_OFFLINE is set"))
+        unreachable = hub_unreachable()
+        if unreachable and not _cached_locally(name):
+            raise hub_error(name, ConnectionError(unreachable))
         try:
             return timm.create_model(name, pretrained=True, **kwargs), f"hub ({name})"
         except Exception as e:  # connection refused, DNS failure, no such tag: all mean "no weights"

@@ -55,6 +55,29 @@ def hub_offline() -> bool:
     ) not in ("0", "", "false")
 
 
+def hub_unreachable(timeout_s: float = 5.0) -> str | None:
+    """Why the hub cannot be reached, or None. A name lookup fails in milliseconds offline, where
+    huggingface_hub would retry with back-off for about a minute before giving up."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    outcome: list[str | None] = []
+
+    def lookup() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+            outcome.append(None)
+        except OSError as e:
+            outcome.append(f"cannot resolve {host}: {e}")
+
+    thread = threading.Thread(target=lookup, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return outcome[0] if outcome else f"no answer resolving {host} within {timeout_s:.0f} s"
+
+
 def hub_error(model_name: str, cause: BaseException) -> WeightsError:
     return WeightsError(
         f"could not get hub weights for '{model_name}' ({type(cause).__name__}: {str(cause)[:200]}). "
