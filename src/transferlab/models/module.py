@@ -24,11 +24,15 @@ class TransferModule(pl.LightningModule):
         label_smoothing: float = 0.0,
         extra_checkpoint_state: dict | None = None,
         channels_last: bool = True,
+        tta_hflip: bool = False,
     ):
         super().__init__()
         # NHWC convolutions: 1.4-1.8x faster for EfficientNet-Lite0 on this 2-core CPU
         # (scripts/bench.py), and the usual layout for tensor cores on GPUs.
         self.channels_last = channels_last
+        # Evaluate on the image and its mirror and average the logits (val and test alike, so the
+        # checkpoint chosen on val is judged the way it is tested).
+        self.tta_hflip = tta_hflip
         if channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)
         self.backbone = backbone
@@ -90,6 +94,8 @@ class TransferModule(pl.LightningModule):
     def _eval_step(self, stage: str, batch) -> None:
         x, y = batch
         logits = self(x)
+        if self.tta_hflip and x.ndim == 4:
+            logits = (logits + self(x.flip(-1))) / 2
         loss = F.cross_entropy(logits, y)
         for name in ("acc", "acc_top5"):
             metric = self.metrics[f"{stage}_{name}"]
