@@ -101,7 +101,7 @@ def make_run(cfg: DictConfig, weights: str | None = None) -> Run:
         num_classes=datamodule.num_classes,
         label_smoothing=float(cfg.optim.get("label_smoothing") or 0.0),
         channels_last=bool(cfg.model.get("channels_last", True)),
-        tta_hflip=bool(cfg.get("eval_hflip", False)),
+        tta_hflip=bool(cfg.data.get("eval_hflip", False)),
         extra_checkpoint_state={
             "config": OmegaConf.to_container(cfg, resolve=False),
             "classes": datamodule.classes,
