@@ -1,7 +1,6 @@
 """Block groups, trainable sets, optimizer groups, lrs and norm modes, per strategy."""
 
 import pytest
-import timm
 import torch
 from torch import nn
 

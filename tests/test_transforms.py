@@ -1,6 +1,5 @@
 """BatchPreprocess: the per-batch path must match what timm's per-image transforms produce."""
 
-import numpy as np
 import pytest
 import timm
 import torch

@@ -4,6 +4,9 @@ Entry points print these without a traceback; anything else is a bug and keeps i
 """
 
 
+import sys
+
+
 class TransferlabError(Exception):
     """Base for every error that is the user's input rather than a bug."""
 
@@ -18,3 +21,9 @@ class WeightsError(TransferlabError, RuntimeError):
 
 class CheckpointError(TransferlabError, RuntimeError):
     """A checkpoint that does not fit the model or data it is asked to serve."""
+
+
+def exit_with(error: TransferlabError) -> None:
+    """Print a user error as one line (the traceback would only bury it) and exit with status 2."""
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None

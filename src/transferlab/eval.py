@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -11,9 +10,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab import CONFIG_DIR
-from transferlab.errors import CheckpointError
+from transferlab.errors import CheckpointError, TransferlabError, exit_with
 from transferlab.pipeline import make_run
-from transferlab.train import USER_ERRORS
 from transferlab.utils.io import atomic_write_json
 from transferlab.utils.resolvers import register as register_resolvers
 
@@ -68,9 +66,8 @@ register_resolvers()
 def main(cfg: DictConfig) -> float | None:
     try:
         out = evaluate(cfg)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+    except TransferlabError as e:
+        exit_with(e)
     m = out["metrics"]
     print(f"\n{out['split']} accuracy {m.get('acc', float('nan')):.4f} (top-5 {m.get('acc_top5', float('nan')):.4f}) for {out['checkpoint']}", flush=True)
     return m.get("acc")

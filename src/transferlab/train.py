@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -16,8 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from transferlab import CONFIG_DIR
-from transferlab.data.sources import DataError
-from transferlab.errors import TransferlabError
+from transferlab.errors import TransferlabError, exit_with
 from transferlab.models.backbone import count_params
 from transferlab.pipeline import make_run, make_trainer
 from transferlab.utils.io import atomic_write_json
@@ -25,7 +23,6 @@ from transferlab.utils.resolvers import register as register_resolvers
 from transferlab.utils.run_stats import RunStats
 
 log = logging.getLogger("transferlab.train")
-USER_ERRORS = (TransferlabError, DataError)
 
 # Frozen groups' norm layers are in eval mode on purpose (strategy.frozen_norm=eval).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -169,9 +166,8 @@ def main(cfg: DictConfig) -> float | None:
             # One bad job must not stop the sweep: the failure is in its metrics.json for the report.
             log.exception("job failed: %s", e)
             return math.nan
-        if isinstance(e, USER_ERRORS):
-            print(f"error: {e}", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
+        if isinstance(e, TransferlabError):
+            exit_with(e)
         raise
     _report(metrics)
     # The sweep objective (Optuna) is validation accuracy: the test split never steers anything.
