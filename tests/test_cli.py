@@ -80,7 +80,7 @@ def test_real_smoke_lite0_weights_on_fashion_mnist(tmp_path):
         pytest.skip("Debian's dataset-fashion-mnist is not installed (make install installs it)")
     args = [
         "data.samples_per_class=30", "data.val_per_class=5", "data.image_size=64", "trainer.max_epochs=2",
-        "trainer.limit_test_batches=4", "trainer.accelerator=cpu", "strategy=partial",
+        "+trainer.limit_test_batches=4", "trainer.accelerator=cpu", "strategy=partial",
     ]
     run_cli("train.py", args, tmp_path)
     m, _ = metrics_of(tmp_path)
