@@ -7,10 +7,13 @@ from dataclasses import dataclass, replace
 
 import hydra
 import lightning.pytorch as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.data.datamodule import TransferDataModule
+from transferlab.data.feature_cache import FeatureCache, FeatureDataModule, state_dict_digest
 from transferlab.data.transforms import AugmentConfig
+from transferlab.errors import ConfigError
 from transferlab.finetune.callback import FinetuneCallback
 from transferlab.finetune.optim import OptimConfig
 from transferlab.finetune.plan import FinetunePlan, StrategyConfig
@@ -26,7 +29,10 @@ def _plain(node) -> dict:
 
 
 def strategy_config(cfg: DictConfig) -> StrategyConfig:
-    return StrategyConfig(**_plain(cfg.strategy))
+    values = _plain(cfg.strategy)
+    for key in FAST_PATH_KEYS:  # read by fast_path_config(), not part of the plan
+        values.pop(key, None)
+    return StrategyConfig(**values)
 
 
 def optim_config(cfg: DictConfig) -> OptimConfig:
@@ -83,6 +89,7 @@ class Run:
 def make_run(cfg: DictConfig, weights: str | None = None) -> Run:
     """Everything but the trainer. `weights` overrides the source (eval.py passes none)."""
     strategy = strategy_config(cfg)
+    fast_path_config(cfg)  # a wrong strategy.feature_cache / solver fails before data and weights load
     backbone = make_backbone(cfg, weights)
     datamodule = make_datamodule(cfg, backbone)
     datamodule.setup()
@@ -117,3 +124,83 @@ def make_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] = (), logge
     callbacks += [FinetuneCallback(), *extra_callbacks]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c] if logger else False
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+
+
+# --- the feature cache and the L-BFGS probe (strategy=extract) -----------------------------------
+FAST_PATH_KEYS = ("feature_cache", "solver", "probe_weight_decays", "probe_max_iter")
+SOLVERS = ("sgd", "lbfgs")
+
+
+@dataclass
+class FastPathConfig:
+    feature_cache: bool = False  # cache backbone features per split; the head trains on them
+    solver: str = "sgd"  # sgd: the Lightning loop | lbfgs: full-batch L-BFGS probe (finetune/linear_probe.py)
+    probe_weight_decays: list[float] | None = None  # lbfgs: the L2 grid, None = linear_probe.DEFAULT_GRID
+    probe_max_iter: int = 1000  # lbfgs: iterations per penalty
+
+
+def fast_path_config(cfg: DictConfig) -> FastPathConfig:
+    s = cfg.strategy
+    fast = FastPathConfig(
+        feature_cache=bool(s.get("feature_cache") or False),
+        solver=str(s.get("solver") or "sgd"),
+        probe_weight_decays=list(s.probe_weight_decays) if s.get("probe_weight_decays") else None,
+        probe_max_iter=int(s.get("probe_max_iter") or 1000),
+    )
+    name = str(s.name)
+    if fast.solver not in SOLVERS:
+        raise ConfigError(f"strategy.solver={fast.solver!r}: use sgd (the training loop) or lbfgs (a linear probe on cached features)")
+    if fast.feature_cache and name != "extract":
+        raise ConfigError(
+            f"strategy.feature_cache=true needs a frozen backbone (strategy=extract), but strategy={name} trains it, "
+            "so its features change at every step: drop strategy.feature_cache"
+        )
+    if fast.feature_cache and str(s.get("frozen_norm", "eval")) != "eval":
+        raise ConfigError(
+            f"strategy.feature_cache=true with strategy.frozen_norm={s.frozen_norm}: the backbone's norm layers would "
+            "change during training, so cached features go stale; use frozen_norm=eval or strategy.feature_cache=false"
+        )
+    if fast.solver == "lbfgs" and not fast.feature_cache:
+        raise ConfigError("strategy.solver=lbfgs fits a probe on cached features: set strategy.feature_cache=true (strategy=extract)")
+    if fast.solver == "lbfgs" and str(cfg.model.head.type) != "linear":
+        raise ConfigError(f"strategy.solver=lbfgs fits a linear head, but model.head.type={cfg.model.head.type}: use model.head.type=linear or strategy.solver=sgd")
+    return fast
+
+
+def _extraction_device(cfg: DictConfig) -> torch.device:
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def make_feature_datamodule(cfg: DictConfig, run: Run) -> FeatureDataModule | None:
+    """The cached-feature DataModule for this run, or None unless strategy.feature_cache=true.
+
+    Switches `run.module` to take feature batches (the head alone); the backbone stays in it.
+    """
+    fast = fast_path_config(cfg)
+    if not fast.feature_cache:
+        return None
+    images = run.datamodule
+    if images.preprocess.augment.enabled:
+        log.info(
+            "strategy.feature_cache=true: train-time augmentation (data.augment) is off for this run; "
+            "each split's features are computed once, with the eval preprocessing and the backbone in eval mode"
+        )
+    run.module.features_input = True
+    backbone = run.module.backbone
+    key_args = {
+        "model": run.backbone.name,
+        "weights": run.backbone.weights,
+        "weights_digest": state_dict_digest(backbone),
+        "preprocess": images.preprocess_cfg.as_dict(),
+    }
+    cache = FeatureCache(cfg.paths.cache_dir)
+    log.info("feature cache: %s", cache.root)
+    return FeatureDataModule(
+        images, cache, backbone, key_args,
+        eval_views=("image", "hflip") if run.module.tta_hflip else ("image",),
+        device=_extraction_device(cfg),
+        channels_last=run.module.channels_last,
+    )

@@ -15,9 +15,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from transferlab import CONFIG_DIR
+from transferlab.data.feature_cache import FeatureDataModule
 from transferlab.errors import TransferlabError, exit_with
+from transferlab.finetune.linear_probe import ProbeResult, fit_linear_probe, load_into_head
 from transferlab.models.backbone import count_params
-from transferlab.pipeline import make_run, make_trainer
+from transferlab.pipeline import Run, fast_path_config, make_feature_datamodule, make_run, make_trainer
 from transferlab.utils.io import atomic_write_json
 from transferlab.utils.resolvers import register as register_resolvers
 from transferlab.utils.run_stats import RunStats
@@ -71,26 +73,55 @@ def output_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir)
 
 
-def train(cfg: DictConfig) -> dict:
-    """Fit and test one configuration; returns the metrics.json content."""
+def _fit_lbfgs(cfg: DictConfig, run: Run, features: FeatureDataModule, trainer: pl.Trainer) -> tuple[ProbeResult, dict, str]:
+    """strategy.solver=lbfgs: the probe on cached features into the linear head, then a checkpoint
+    (checkpoints/last.ckpt, the one that is tested) and val metrics measured as the loop measures them."""
+    fast = fast_path_config(cfg)
+    features.setup("fit")
+    probe = fit_linear_probe(
+        features.features("train"), features.labels("train"), features.eval_features("val"), features.labels("val"),
+        features.num_classes, grid=fast.probe_weight_decays, max_iter=fast.probe_max_iter,
+    )
+    load_into_head(run.module.head, probe)
+    log.info("lbfgs probe: weight_decay %g chosen on val (acc %.4f) in %.1f s", probe.weight_decay, probe.val_acc, probe.fit_s)
+    results = trainer.validate(run.module, datamodule=features, verbose=False)
+    val = {k.split("/", 1)[1]: float(v) for k, v in (results[0] if results else {}).items() if k.startswith("val/")}
+    best = output_dir(cfg) / "checkpoints" / "last.ckpt"
+    trainer.save_checkpoint(best)
+    return probe, val, str(best)
+
+
+def train(cfg: DictConfig, run: Run | None = None) -> dict:
+    """Fit and test one configuration; returns the metrics.json content.
+
+    `run`: an already assembled run (scripts/bench.py passes one with a smaller test split).
+    """
     start = time.perf_counter()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    run = make_run(cfg)
+    run = run or make_run(cfg)
+    # strategy.feature_cache=true (extract): train, validate and test on cached backbone features.
+    features = make_feature_datamodule(cfg, run)
+    datamodule = features or run.datamodule
     stats = RunStats()
     trainer = make_trainer(cfg, [stats])
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path == "last":
-        ckpt_path = str(output_dir(cfg) / "checkpoints" / "last.ckpt")
-    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path)
-    val = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
-    best = checkpoint.best_model_path if checkpoint is not None else ""
-    if checkpoint is not None and checkpoint.best_model_score is not None:
-        val["acc"] = float(checkpoint.best_model_score)  # the epoch whose weights are tested
+    probe = None
+    if features is not None and fast_path_config(cfg).solver == "lbfgs":
+        probe, val, best = _fit_lbfgs(cfg, run, features, trainer)
+        stats.fit_s = probe.fit_s  # the solver, all penalties; feature extraction is time.features_s
+    else:
+        ckpt_path = cfg.get("ckpt_path")
+        if ckpt_path == "last":
+            ckpt_path = str(output_dir(cfg) / "checkpoints" / "last.ckpt")
+        trainer.fit(run.module, datamodule=datamodule, ckpt_path=ckpt_path)
+        val = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        if checkpoint is not None and checkpoint.best_model_score is not None:
+            val["acc"] = float(checkpoint.best_model_score)  # the epoch whose weights are tested
     test, test_s = {}, 0.0
     if cfg.get("test", True):
         t0 = time.perf_counter()
-        results = trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best or None, verbose=False)
+        results = trainer.test(run.module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         test_s = time.perf_counter() - t0
         test = {k.split("/", 1)[1]: float(v) for k, v in (results[0] if results else {}).items() if k.startswith("test/")}
     metrics = {
@@ -112,6 +143,19 @@ def train(cfg: DictConfig) -> dict:
         "run_dir": str(output_dir(cfg).resolve()),
         "overrides": _overrides(),
     }
+    if features is not None:
+        cache = features.cache.stats
+        metrics["time"]["features_s"] = round(cache.extract_s, 2)
+        metrics["feature_cache"] = {
+            "dir": str(features.cache.root),
+            "hits": cache.hits, "built": cache.built, "rebuilt": cache.rebuilt,
+            "train_augment": False,
+            # Test accuracy comes from cached test features through the head; eval.py runs the same
+            # checkpoint through the backbone on the test images and agrees (tests/test_feature_cache.py).
+            "test_on": "cached_features",
+        }
+    if probe is not None:
+        metrics["probe"] = probe.summary()
     if trainer.is_global_zero:
         atomic_write_json(output_dir(cfg) / "metrics.json", metrics)
     return metrics

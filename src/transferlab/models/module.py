@@ -25,8 +25,14 @@ class TransferModule(pl.LightningModule):
         extra_checkpoint_state: dict | None = None,
         channels_last: bool = True,
         tta_hflip: bool = False,
+        features_input: bool = False,
     ):
         super().__init__()
+        # Batches are cached backbone features ([B, D], or [B, V, D] for V views of each image),
+        # not images: forward() runs the head alone (data/feature_cache.py, strategy=extract).
+        # The backbone stays in the module and its state dict unchanged, so checkpoints still
+        # load in eval.py, which rebuilds the full model and tests it on images.
+        self.features_input = features_input
         # NHWC convolutions: 1.4-1.8x faster for EfficientNet-Lite0 on this 2-core CPU
         # (scripts/bench.py), and the usual layout for tensor cores on GPUs.
         self.channels_last = channels_last
@@ -73,9 +79,17 @@ class TransferModule(pl.LightningModule):
 
     # --- forward and steps ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.features_input and x.ndim in (2, 3) and x.is_floating_point():
+            return self._head_on_features(x)
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.backbone(x))
+
+    def _head_on_features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2:
+            return self.head(x)
+        b, v, d = x.shape  # several views of each image (the image and its mirror): mean of their logits
+        return self.head(x.reshape(b * v, d)).view(b, v, -1).mean(1)
 
     def training_step(self, batch, batch_idx):
         x, y = batch

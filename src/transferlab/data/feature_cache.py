@@ -1,0 +1,363 @@
+"""Feature cache: the fast path for `strategy=extract`.
+
+With a frozen backbone and no train-time augmentation, the backbone maps each image to the same
+feature vector in every epoch, so it runs once per split instead of once per epoch: features are
+computed in eval mode under `torch.inference_mode`, batched, from the eval preprocessing of
+BatchPreprocess, stored under `paths.cache_dir`, and reused by later runs and sweep jobs.
+
+A cache file is named by the hash of everything that changes its contents (`FeatureKey`): the timm
+model and timm version, the weights (their description and a hash of the backbone's tensors as
+loaded, so a re-downloaded or edited weights file misses), the preprocessing, the view (the image
+or its mirror, for `data.eval_hflip`), the split's uint8 image bytes, and a format version. The
+file stores that key and the feature shape; a file that cannot be read, holds another key or the
+wrong shape is logged and rebuilt. Files are written to a temporary name and renamed, so readers
+never see half a file; a lock per file makes parallel sweep jobs wait for one extraction instead
+of each doing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from transferlab.data.transforms import BatchPreprocess
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+VIEWS = ("image", "hflip")  # the eval view, and its mirror (test-time augmentation)
+
+
+# --- hashing -------------------------------------------------------------------------------------
+def _update_with_tensor(h, t: torch.Tensor) -> None:
+    t = t.detach().cpu().contiguous()  # channels_last tensors hash like their NCHW copy
+    h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+    if t.numel():
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """Hash of a tensor's dtype, shape and bytes (a 60k-image uint8 split takes well under a second)."""
+    h = hashlib.blake2b(digest_size=20)
+    _update_with_tensor(h, t)
+    return h.hexdigest()
+
+
+def state_dict_digest(module: nn.Module) -> str:
+    """Hash of every parameter and buffer (names included): the identity of the weights as loaded."""
+    h = hashlib.blake2b(digest_size=20)
+    for name, t in module.state_dict().items():
+        h.update(name.encode() + b"\0")
+        _update_with_tensor(h, t)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    """Everything that changes the features of one split. Two equal keys give equal features."""
+
+    model: str  # timm model name
+    weights: str  # description of the weights source (model.weights and the file it loaded)
+    weights_digest: str  # hash of the backbone's state dict as loaded
+    preprocess: tuple  # Preprocess.as_dict() items, sorted (json-able)
+    data_digest: str  # hash of the split's uint8 images
+    num_images: int
+    view: str = "image"
+    timm_version: str = ""
+    format: int = FORMAT_VERSION
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["preprocess"] = {k: v for k, v in self.preprocess}
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), sort_keys=True)
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+
+def make_key(model: str, weights: str, weights_digest: str, preprocess: dict, images: torch.Tensor, view: str = "image",
+             data_digest: str | None = None) -> FeatureKey:
+    """The key of `images`' features; `data_digest` = tensor_digest(images) when already known."""
+    import timm
+
+    if view not in VIEWS:
+        raise ValueError(f"view={view!r}: use one of {VIEWS}")
+    items = tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in preprocess.items()))
+    return FeatureKey(
+        model=model,
+        weights=weights,
+        weights_digest=weights_digest,
+        preprocess=items,
+        data_digest=data_digest or tensor_digest(images),
+        num_images=int(len(images)),
+        view=view,
+        timm_version=timm.__version__,
+    )
+
+
+# --- extraction ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode for the block, then every submodule's own mode back (a frozen group's norm layers
+    stay in eval mode under the plan; a blanket .train(True) afterwards would undo that)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def extract_features(
+    backbone: nn.Module,
+    preprocess: BatchPreprocess,
+    images: torch.Tensor,
+    batch_size: int = 256,
+    view: str = "image",
+    device: torch.device | str | None = None,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Pooled features [N, D] (float32, CPU) of uint8 images [N, C, H, W], as the model sees them at
+    eval time: eval preprocessing (and the mirror for view="hflip"), backbone in eval mode."""
+    if view not in VIEWS:
+        raise ValueError(f"view={view!r}: use one of {VIEWS}")
+    home = next(backbone.parameters()).device
+    device = torch.device(device) if device is not None else home
+    out = []
+    # Moved outside inference mode, so the parameters never become inference tensors. A GPU run
+    # extracts on the GPU; the Trainer moves the module again when it fits.
+    backbone.to(device)
+    preprocess.to(device)
+    try:
+        with _eval_mode(backbone), torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                x = preprocess(images[start : start + batch_size].to(device, non_blocking=True), train=False)
+                if view == "hflip":
+                    x = x.flip(-1)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                out.append(backbone(x).float().cpu())
+    finally:
+        backbone.to(home)
+    num_features = int(getattr(backbone, "num_features", 0) or 0)
+    return torch.cat(out) if out else torch.empty(0, num_features)
+
+
+# --- the cache -----------------------------------------------------------------------------------
+class CacheFileError(Exception):
+    """A cache file that must be rebuilt; the message says why."""
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock beside `path` (released by the kernel if the process dies)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): parallel jobs may extract twice, the rename keeps files whole
+        yield
+        return
+    lock = path.with_name(path.name + ".lock")
+    with open(lock, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    built: int = 0  # no file yet
+    rebuilt: int = 0  # a stale or corrupt file replaced
+    extract_s: float = 0.0  # time spent running the backbone
+    files: list[str] = field(default_factory=list)
+
+
+class FeatureCache:
+    """Feature files under `root`, one per (split, view), named by their key's hash."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.stats = CacheStats()
+
+    def path_for(self, key: FeatureKey, split: str = "split") -> Path:
+        model = "".join(c if c.isalnum() or c in "._-" else "_" for c in key.model)
+        return self.root / "features" / model / f"{split}-{key.view}-{key.digest()[:32]}.pt"
+
+    @staticmethod
+    def read(path: Path, key: FeatureKey, num_features: int) -> torch.Tensor:
+        """The features stored at `path` for `key`; CacheFileError if they cannot be trusted."""
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated, garbage, another format: all mean "rebuild"
+            raise CacheFileError(f"unreadable ({type(e).__name__}: {str(e)[:120]})") from e
+        if not isinstance(blob, dict) or blob.get("format") != FORMAT_VERSION:
+            found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+            raise CacheFileError(f"format {found!r}, expected {FORMAT_VERSION}")
+        if blob.get("key") != key.to_json():
+            raise CacheFileError("stored key differs from this run's (model, weights, preprocessing or data changed)")
+        features = blob.get("features")
+        expected = (key.num_images, num_features)
+        if not isinstance(features, torch.Tensor) or tuple(features.shape) != expected or list(blob.get("shape", ())) != list(expected):
+            shape = tuple(features.shape) if isinstance(features, torch.Tensor) else None
+            raise CacheFileError(f"features of shape {shape}, expected {expected}")
+        if features.dtype != torch.float32 or not torch.isfinite(features).all():
+            raise CacheFileError(f"features are {features.dtype} or not all finite")
+        return features
+
+    def get_or_build(self, key: FeatureKey, num_features: int, build, split: str = "split") -> torch.Tensor:
+        """Cached features for `key`, or `build()`'s result, stored for next time."""
+        path = self.path_for(key, split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(path):
+            stale = None
+            if path.exists():
+                try:
+                    features = self.read(path, key, num_features)
+                    self.stats.hits += 1
+                    self.stats.files.append(str(path))
+                    log.info("feature cache hit: %s %s %s", split, key.view, path)
+                    return features
+                except CacheFileError as e:
+                    stale = str(e)
+                    log.warning("feature cache file %s is stale or corrupt (%s); rebuilding it", path, stale)
+            t0 = time.perf_counter()
+            features = build().float().contiguous()
+            self.stats.extract_s += time.perf_counter() - t0
+            if tuple(features.shape) != (key.num_images, num_features):
+                raise RuntimeError(f"feature extraction gave {tuple(features.shape)}, expected {(key.num_images, num_features)}")
+            blob = {"format": FORMAT_VERSION, "key": key.to_json(), "shape": [key.num_images, num_features], "features": features}
+            _atomic_torch_save(blob, path)
+            if stale is None:
+                self.stats.built += 1
+            else:
+                self.stats.rebuilt += 1
+            self.stats.files.append(str(path))
+            log.info("feature cache: %s %s features %s written to %s", split, key.view, tuple(features.shape), path)
+            return features
+
+
+# --- features as a DataModule --------------------------------------------------------------------
+class _TensorBatches(Dataset):
+    """Indexed by a list of indices (a whole batch), like data.datamodule.InMemoryBatches."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        index = torch.as_tensor(index, dtype=torch.long)
+        return self.features[index], self.labels[index]
+
+
+class FeatureDataModule(pl.LightningDataModule):
+    """Cached backbone features of an image DataModule's splits, served in the same batches.
+
+    Training batches are [B, D] features of the eval view. With test-time mirroring
+    (`views=("image", "hflip")`) val/test batches are [B, 2, D]: TransferModule averages the head's
+    logits over the views, as it averages over an image and its mirror.
+    """
+
+    def __init__(self, images_dm, cache: FeatureCache, backbone: nn.Module, key_args: dict, *,
+                 eval_views: tuple[str, ...] = ("image",), device: str | torch.device = "cpu", channels_last: bool = False):
+        super().__init__()
+        self.images_dm = images_dm
+        self.cache = cache
+        self.backbone = backbone
+        self.key_args = key_args  # model, weights, weights_digest, preprocess
+        self.eval_views = tuple(eval_views)
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.batch_size = images_dm.batch_size
+        self.eval_batch_size = images_dm.eval_batch_size
+        self.num_features = int(backbone.num_features)
+        self._features: dict[tuple[str, str], torch.Tensor] = {}
+        self._data_digests: dict[str, str] = {}  # one hash of each split's images, shared by its views
+
+    @property
+    def classes(self) -> list[str]:
+        return self.images_dm.classes
+
+    @property
+    def num_classes(self) -> int:
+        return self.images_dm.num_classes
+
+    def split_sizes(self) -> dict[str, int]:
+        return self.images_dm.split_sizes()
+
+    def features(self, split: str, view: str = "image") -> torch.Tensor:
+        if (split, view) not in self._features:
+            images = self.images_dm.splits[split].images
+            if split not in self._data_digests:
+                self._data_digests[split] = tensor_digest(images)
+            key = make_key(images=images, view=view, data_digest=self._data_digests[split], **self.key_args)
+            build = lambda: extract_features(  # noqa: E731
+                self.backbone, self.images_dm.preprocess, images, batch_size=self.eval_batch_size,
+                view=view, device=self.device, channels_last=self.channels_last,
+            )
+            self._features[(split, view)] = self.cache.get_or_build(key, self.num_features, build, split=split)
+        return self._features[(split, view)]
+
+    def eval_features(self, split: str) -> torch.Tensor:
+        """[N, D], or [N, V, D] with several views."""
+        views = [self.features(split, v) for v in self.eval_views]
+        return views[0] if len(views) == 1 else torch.stack(views, dim=1)
+
+    def labels(self, split: str) -> torch.Tensor:
+        return self.images_dm.splits[split].labels
+
+    def setup(self, stage: str | None = None) -> None:
+        self.images_dm.setup()
+        # Build what this stage needs up front, so the time shows up before the first step.
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "fit", ())
+        for split in splits:
+            self.features(split) if split == "train" else self.eval_features(split)
+
+    def _loader(self, x: torch.Tensor, y: torch.Tensor, shuffle: bool) -> DataLoader:
+        dataset = _TensorBatches(x, y)
+        base = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        size = self.batch_size if shuffle else self.eval_batch_size
+        drop_last = shuffle and len(dataset) % size == 1  # as the image DataModule: no batch of 1
+        return DataLoader(dataset, sampler=BatchSampler(base, size, drop_last=drop_last), batch_size=None, num_workers=0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.features("train"), self.labels("train"), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_features("val"), self.labels("val"), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_features("test"), self.labels("test"), shuffle=False)
