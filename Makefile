@@ -42,3 +42,10 @@ test-fast: install
 
 clean-logs:
 	rm -rf logs/train logs/eval
+
+# Where the time goes (scripts/bench.py): plain PyTorch loop vs transferlab, the model-alone bound,
+# extract through the backbone vs the feature cache vs L-BFGS. Writes docs/benchmarks.md; a few
+# minutes on 2 CPU cores, so run it on a quiet machine. Options: make bench ARGS="--help"
+.PHONY: bench
+bench: install
+	$(BIN)/python scripts/bench.py $(ARGS)

