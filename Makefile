@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist
 ARGS   ?=
 
-.PHONY: install train test test-fast eval report clean-logs data-packages
+.PHONY: install train test test-fast eval report sweep-compare sweep-data clean-logs data-packages
 
 # torch is pinned to the build this machine kind ships (any other pin pulls a multi-GB download).
 $(STAMP): pyproject.toml
@@ -42,6 +42,23 @@ test-fast: install
 
 clean-logs:
 	rm -rf logs/train logs/eval
+
+# Version-controlled sweeps (configs/experiment/): every strategy on the default run, and
+# strategy x training-set size x seed. Jobs land in logs/<task_name>/multiruns/<time>/<job>/.
+sweep-compare: install
+	$(BIN)/python train.py -m experiment=compare_strategies $(ARGS)
+
+sweep-data: install
+	$(BIN)/python train.py -m experiment=data_efficiency $(ARGS)
+
+# CSV, markdown table and plots of a sweep: `make report DIR=logs/<task>/multiruns/<time>`.
+# DIR defaults to the newest multirun under logs/ (by its timestamped name, any task).
+LOGS ?= $(or $(TRANSFERLAB_ROOT),.)/logs
+DIR  ?= $(shell ls -d $(LOGS)/*/multiruns/*/ 2>/dev/null | awk -F/ '{print $$(NF-1), $$0}' | sort | tail -n 1 | cut -d' ' -f2-)
+
+report: install
+	@test -n "$(DIR)" || { echo "make report: no multirun dir under $(LOGS)/*/multiruns/; pass DIR=<dir>" >&2; exit 2; }
+	$(BIN)/transferlab report $(DIR) $(ARGS)
 
 # Where the time goes (scripts/bench.py): plain PyTorch loop vs transferlab, the model-alone bound,
 # extract through the backbone vs the feature cache vs L-BFGS. Writes docs/benchmarks.md; a few

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
 from pathlib import Path
@@ -208,8 +207,10 @@ def main(cfg: DictConfig) -> float | None:
         _record_failure(cfg, e)
         if _is_multirun():
             # One bad job must not stop the sweep: the failure is in its metrics.json for the report.
+            # None, not nan: the Optuna sweeper hands nan to study.tell, which rejects it and ends
+            # the sweep; None makes it a failed trial (tests/test_sweeps.py).
             log.exception("job failed: %s", e)
-            return math.nan
+            return None
         if isinstance(e, TransferlabError):
             exit_with(e)
         raise
