@@ -20,6 +20,7 @@ from transferlab.finetune.plan import FinetunePlan, StrategyConfig
 from transferlab.models.backbone import Backbone, build_backbone, count_params
 from transferlab.models.heads import build_head
 from transferlab.models.module import TransferModule
+from transferlab.utils.epoch_seed import EpochSeed
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def make_run(cfg: DictConfig, weights: str | None = None) -> Run:
 
 def make_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] = (), logger: bool = True) -> pl.Trainer:
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks += [FinetuneCallback(), *extra_callbacks]
+    callbacks += [FinetuneCallback(), EpochSeed(int(cfg.seed)), *extra_callbacks]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c] if logger else False
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 

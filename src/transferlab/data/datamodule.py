@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from transferlab.data import sources
 from transferlab.data.sources import DataError, ImageArrays, Splits
@@ -37,6 +37,57 @@ class InMemoryBatches(Dataset):
     def __getitem__(self, index):
         index = torch.as_tensor(index, dtype=torch.long)
         return self.images[index], self.labels[index]
+
+
+class EpochBatches(Sampler[list[int]]):
+    """Index batches whose order is a pure function of (seed, epoch), sharded over DDP ranks.
+
+    A resumed run (or a re-run of the same command) sees the very same batches in every epoch, which
+    a sampler drawing from the global RNG cannot promise once the run restarts mid-training.
+    Lightning calls set_epoch() before each epoch. Under DDP each rank takes every world_size-th
+    index of the epoch's order: the training split drops the tail so every rank takes the same
+    number of steps (DDP needs it); eval splits pad with the first indices instead (like
+    DistributedSampler), so every image is scored.
+    """
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
+        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> torch.Tensor:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.size, generator=g)
+        else:
+            order = torch.arange(self.size)
+        if self.world_size > 1:
+            if self.shuffle:
+                order = order[: self.size - self.size % self.world_size]
+            elif self.size % self.world_size:
+                order = torch.cat([order, order[: self.world_size - self.size % self.world_size]])
+            order = order[self.rank :: self.world_size]
+        return order
+
+    def _drop_last(self, n: int) -> bool:
+        # A last training batch of one image breaks BatchNorm; drop it (and only it).
+        return self.shuffle and n % self.batch_size == 1 and n > 1
+
+    def __iter__(self):
+        order = self._indices()
+        n = len(order) - (1 if self._drop_last(len(order)) else 0)
+        for start in range(0, n, self.batch_size):
+            yield order[start : min(start + self.batch_size, n)].tolist()
+
+    def __len__(self) -> int:
+        n = len(self._indices())
+        n -= 1 if self._drop_last(n) else 0
+        return math.ceil(n / self.batch_size)
 
 
 def _load_source(name: str, args: dict[str, Any], storage_size: int, seed: int) -> Splits:
@@ -125,13 +176,17 @@ class TransferDataModule(pl.LightningDataModule):
     # --- loaders -------------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = InMemoryBatches(self.splits[split])
-        base = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-        size = self.batch_size if shuffle else self.eval_batch_size
-        # drop_last on a tiny training set would drop everything; keep batches >= 2 for BatchNorm.
-        drop_last = shuffle and len(dataset) % size == 1
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        batches = EpochBatches(
+            len(dataset), self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
+            seed=self.seed, rank=rank, world_size=world,
+        )
+        # The DataLoader's sampler yields whole batches (batch_size=None): one gather per batch.
+        # Under DDP the sampler shards itself, so the trainer configs set use_distributed_sampler=false.
         return DataLoader(
             dataset,
-            sampler=BatchSampler(base, size, drop_last=drop_last),
+            sampler=batches,
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -31,8 +31,9 @@ from typing import Iterator
 import lightning.pytorch as pl
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset
 
+from transferlab.data.datamodule import EpochBatches
 from transferlab.data.transforms import BatchPreprocess
 
 log = logging.getLogger(__name__)
@@ -348,10 +349,13 @@ class FeatureDataModule(pl.LightningDataModule):
 
     def _loader(self, x: torch.Tensor, y: torch.Tensor, shuffle: bool) -> DataLoader:
         dataset = _TensorBatches(x, y)
-        base = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-        size = self.batch_size if shuffle else self.eval_batch_size
-        drop_last = shuffle and len(dataset) % size == 1  # as the image DataModule: no batch of 1
-        return DataLoader(dataset, sampler=BatchSampler(base, size, drop_last=drop_last), batch_size=None, num_workers=0)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        batches = EpochBatches(
+            len(dataset), self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
+            seed=self.images_dm.seed, rank=rank, world_size=world,
+        )
+        return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.features("train"), self.labels("train"), shuffle=True)
