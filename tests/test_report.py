@@ -74,7 +74,7 @@ def sweeps(tmp_path: Path) -> tuple[Path, Path]:
     for strategy in ("extract", "full"):
         for size in (10, None):
             for seed in (1, 2):
-                _job(second, num, [f"model=resnet18", f"strategy={strategy}",
+                _job(second, num, ["model=resnet18", f"strategy={strategy}",
                                    f"data.samples_per_class={'null' if size is None else size}", f"seed={seed}"],
                      _metrics("resnet18", strategy, size, seed))
                 num += 1
@@ -161,3 +161,17 @@ def test_only_failures_still_writes_everything(tmp_path: Path) -> None:
     md = (sweep / "results.md").read_text()
     assert "No completed runs yet." in md and "## Failed or unfinished jobs (2)" in md
     assert all((sweep / name).stat().st_size > 0 for name in PLOTS)
+
+
+def test_a_job_reused_by_auto_resume_counts_once(tmp_path: Path) -> None:
+    from transferlab.report import collect
+
+    old = tmp_path / "multiruns" / "2026-01-01_10-00-00"
+    new = tmp_path / "multiruns" / "2026-01-02_10-00-00"
+    done = _job(old, 0, ["strategy=extract", "seed=1"], _metrics("lite0", "extract", 10, 1))
+    reused = {**json.loads((done / "metrics.json").read_text()), "reused_from": str(done)}
+    _job(new, 0, ["strategy=extract", "seed=1"], reused)
+    _job(new, 1, ["strategy=full", "seed=1"], _metrics("lite0", "full", 10, 1))
+    assert len(collect([new])) == 2  # the relaunched sweep alone is complete
+    both = collect([old, new])
+    assert len(both) == 3 - 1 and sorted(both["strategy"]) == ["extract", "full"]

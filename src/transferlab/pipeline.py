@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, replace
 
 import hydra
@@ -10,7 +11,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.data.datamodule import TransferDataModule
+from transferlab.data.datamodule import TransferDataModule, rank_batch_size
 from transferlab.data.feature_cache import FeatureCache, FeatureDataModule, state_dict_digest
 from transferlab.data.transforms import AugmentConfig
 from transferlab.errors import ConfigError
@@ -18,9 +19,10 @@ from transferlab.finetune.callback import FinetuneCallback
 from transferlab.finetune.optim import OptimConfig
 from transferlab.finetune.plan import FinetunePlan, StrategyConfig
 from transferlab.models.backbone import Backbone, build_backbone, count_params
+from transferlab.models.checkpoint import init_from_checkpoint, read_init_checkpoint
 from transferlab.models.heads import build_head
 from transferlab.models.module import TransferModule
-from transferlab.utils.epoch_seed import EpochSeed
+from transferlab.sweep.device_pool import ENV_DEVICES
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +89,18 @@ class Run:
     module: TransferModule
 
 
-def make_run(cfg: DictConfig, weights: str | None = None) -> Run:
-    """Everything but the trainer. `weights` overrides the source (eval.py passes none)."""
+def make_run(cfg: DictConfig, weights: str | None = None, init: bool = True) -> Run:
+    """Everything but the trainer. `weights` overrides the source (eval.py passes none). `init=False`
+    skips model.init_from, for a run whose every tensor comes from a checkpoint anyway (resume)."""
     strategy = strategy_config(cfg)
     fast_path_config(cfg)  # a wrong strategy.feature_cache / solver fails before data and weights load
+    init_path = cfg.model.get("init_from") if init else None
+    init_ckpt = None
+    if init_path:
+        if not strategy.pretrained:
+            raise ConfigError(f"model.init_from={init_path} with strategy={strategy.name}, which trains from random init: drop one of them")
+        init_ckpt = read_init_checkpoint(init_path, str(cfg.model.name))  # before any data loads
+        weights = "none"  # the checkpoint's tensors replace whatever model.weights would load
     backbone = make_backbone(cfg, weights)
     datamodule = make_datamodule(cfg, backbone)
     datamodule.setup()
@@ -116,15 +126,57 @@ def make_run(cfg: DictConfig, weights: str | None = None) -> Run:
             "weights": backbone.weights,
         },
     )
+    if init_ckpt is not None:
+        backbone.weights = init_from_checkpoint(
+            module, init_ckpt, init_path, model_name=str(cfg.model.name), num_classes=datamodule.num_classes,
+            classes=datamodule.classes, reset_head=bool(head_cfg.get("reset", False)),
+        )
+        module.extra_checkpoint_state["weights"] = backbone.weights
     log.info("parameters: %s total, %s trainable at start", f"{count_params(module):,}", f"{module.trainable_params():,}")
     return Run(backbone, datamodule, plan, module)
 
 
 def make_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] = (), logger: bool = True) -> pl.Trainer:
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks += [FinetuneCallback(), EpochSeed(int(cfg.seed)), *extra_callbacks]
+    callbacks += [FinetuneCallback(), *extra_callbacks]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c] if logger else False
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    trainer = instantiate_trainer(cfg, callbacks=callbacks, logger=loggers)
+    _check_devices(cfg, trainer)
+    return trainer
+
+
+def instantiate_trainer(cfg: DictConfig, **kwargs) -> pl.Trainer:
+    trainer_cfg = {k: v for k, v in _plain(cfg.trainer).items() if k not in TRAINER_EXTRA_KEYS}
+    return hydra.utils.instantiate(trainer_cfg, **kwargs)
+
+
+# Keys of the trainer config that are ours, not pl.Trainer's (they ride with the device choice).
+TRAINER_EXTRA_KEYS = ("compile",)
+
+
+def maybe_compile(cfg: DictConfig, module: TransferModule) -> None:
+    """trainer.compile=true: torch.compile the backbone in place (state-dict keys unchanged, so
+    checkpoints stay loadable without it). Pays off on GPUs after the first, slower steps."""
+    if cfg.trainer.get("compile"):
+        log.info("torch.compile: compiling the backbone (the first steps are slow)")
+        module.backbone.compile()
+
+
+def _check_devices(cfg: DictConfig, trainer: pl.Trainer) -> None:
+    held = [d for d in os.environ.get(ENV_DEVICES, "").split(",") if d.strip()]
+    if held and len(held) != trainer.num_devices:
+        # A held device the trainer leaves idle is one no other sweep job can use.
+        raise ConfigError(
+            f"the device pool holds {len(held)} devices for this job ({','.join(held)}) but the trainer uses "
+            f"{trainer.num_devices}: use trainer=ddp_cpu or trainer=ddp (they take the pool's count), or set "
+            f"hydra.callbacks.device_pool.devices_per_job={trainer.num_devices}"
+        )
+    if trainer.world_size > 1:
+        per_rank = rank_batch_size(int(cfg.data.batch_size), trainer.world_size, train=True)  # fails here, not in a rank
+        log.info(
+            "DDP: %d processes on %s; data.batch_size=%d is the global batch, %d per process",
+            trainer.world_size, type(trainer.accelerator).__name__.replace("Accelerator", ""), int(cfg.data.batch_size), per_rank,
+        )
 
 
 # --- the feature cache and the L-BFGS probe (strategy=extract) -----------------------------------

@@ -180,6 +180,10 @@ def collect(dirs: Iterable[str | Path]) -> pd.DataFrame:
             if job_dir not in seen:
                 seen.add(job_dir)
                 rows.append(_row_unfinished(job_dir, root))
+    # auto_resume copies a finished job's metrics into the relaunched sweep; with both sweeps in the
+    # report, the job counts once.
+    dirs_here = {str(Path(r["job_dir"]).resolve()) for r in rows}
+    rows = [r for r in rows if not (isinstance(r.get("reused_from"), str) and str(Path(r["reused_from"]).resolve()) in dirs_here)]
     return _tidy(pd.DataFrame(rows))
 
 

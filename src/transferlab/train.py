@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -11,14 +13,17 @@ import hydra
 import lightning.pytorch as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, open_dict
 
 from transferlab import CONFIG_DIR
 from transferlab.data.feature_cache import FeatureDataModule
-from transferlab.errors import TransferlabError, exit_with
+from transferlab.errors import TransferlabError, cli, exit_with, output_error, user_error
+from transferlab.eval import load_checkpoint
 from transferlab.finetune.linear_probe import ProbeResult, fit_linear_probe, load_into_head
 from transferlab.models.backbone import count_params
-from transferlab.pipeline import Run, fast_path_config, make_feature_datamodule, make_run, make_trainer
+from transferlab.pipeline import Run, fast_path_config, make_feature_datamodule, make_run, make_trainer, maybe_compile
+from transferlab.resume import ResumePoint, resume_point, resumed_config, stored_choices, stored_wandb_id
 from transferlab.utils.io import atomic_write_json
 from transferlab.utils.resolvers import register as register_resolvers
 from transferlab.utils.run_stats import RunStats
@@ -30,25 +35,26 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
-def _choice(group: str, default: str | None = None) -> str | None:
-    try:
-        return HydraConfig.get().runtime.choices.get(group, default)
-    except ValueError:  # not under Hydra (tests calling train() directly)
-        return default
-
-
 def _metric(metrics: dict, key: str) -> float | None:
     value = metrics.get(key)
     return None if value is None else float(value)
 
 
-def _summary(cfg: DictConfig, train_size: int | None) -> dict:
+def _choices() -> dict:
+    try:
+        return {k: v for k, v in HydraConfig.get().runtime.choices.items() if isinstance(v, str) and not k.startswith("hydra/")}
+    except ValueError:  # not under Hydra (tests calling train() directly)
+        return {}
+
+
+def _summary(cfg: DictConfig, train_size: int | None, choices: dict | None = None) -> dict:
+    choices = _choices() if choices is None else choices
     return {
-        "model": _choice("model", str(cfg.model.name)),
+        "model": choices.get("model", str(cfg.model.name)),
         "model_name": str(cfg.model.name),
         "weights": str(cfg.model.weights) if cfg.strategy.get("pretrained", True) else "none",
         "strategy": str(cfg.strategy.name),
-        "data": _choice("data", str(cfg.data.source)),
+        "data": choices.get("data", str(cfg.data.source)),
         "samples_per_class": cfg.data.get("samples_per_class"),
         "train_fraction": cfg.data.get("train_fraction"),
         "train_size": train_size,
@@ -96,8 +102,23 @@ def train(cfg: DictConfig, run: Run | None = None) -> dict:
     `run`: an already assembled run (scripts/bench.py passes one with a smaller test split).
     """
     start = time.perf_counter()
+    overrides = _overrides()
+    point = resume_point(cfg, overrides)
+    if point.finished is not None:
+        return _reuse_finished(cfg, point)
+    choices, ckpt = _choices(), None
+    if point.checkpoint is not None:
+        ckpt = load_checkpoint(point.checkpoint)
+        cfg = resumed_config(cfg, ckpt, point.checkpoint, overrides)
+        choices = {**choices, **stored_choices(ckpt)}
+        _continue_wandb_run(cfg, stored_wandb_id(ckpt))
+        log.info("resuming from %s (epoch %s): model, data, strategy, optim and seed as stored there", point.checkpoint, ckpt.get("epoch"))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    if run is None and ckpt is not None:
+        run = _resumed_run(cfg, ckpt, point.checkpoint)
     run = run or make_run(cfg)
+    run.module.extra_checkpoint_state["choices"] = choices
+    maybe_compile(cfg, run.module)
     # strategy.feature_cache=true (extract): train, validate and test on cached backbone features.
     features = make_feature_datamodule(cfg, run)
     datamodule = features or run.datamodule
@@ -108,9 +129,7 @@ def train(cfg: DictConfig, run: Run | None = None) -> dict:
         probe, val, best = _fit_lbfgs(cfg, run, features, trainer)
         stats.fit_s = probe.fit_s  # the solver, all penalties; feature extraction is time.features_s
     else:
-        ckpt_path = cfg.get("ckpt_path")
-        if ckpt_path == "last":
-            ckpt_path = str(output_dir(cfg) / "checkpoints" / "last.ckpt")
+        ckpt_path = str(point.checkpoint) if point.checkpoint is not None else None
         trainer.fit(run.module, datamodule=datamodule, ckpt_path=ckpt_path)
         val = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
@@ -135,12 +154,13 @@ def train(cfg: DictConfig, run: Run | None = None) -> dict:
             "total_s": round(time.perf_counter() - start, 2),
             "train_images_per_s": round(stats.train_images_per_s or 0.0, 1),
         },
-        "config": _summary(cfg, run.datamodule.split_sizes().get("train")),
+        "config": _summary(cfg, run.datamodule.split_sizes().get("train"), choices),
         "data_sizes": run.datamodule.split_sizes(),
         "weights_loaded": run.backbone.weights,
         "best_checkpoint": best or None,
         "run_dir": str(output_dir(cfg).resolve()),
-        "overrides": _overrides(),
+        "overrides": overrides,
+        "resumed_from": str(point.checkpoint) if point.checkpoint is not None else None,
     }
     if features is not None:
         cache = features.cache.stats
@@ -156,8 +176,52 @@ def train(cfg: DictConfig, run: Run | None = None) -> dict:
     if probe is not None:
         metrics["probe"] = probe.summary()
     if trainer.is_global_zero:
-        atomic_write_json(output_dir(cfg) / "metrics.json", metrics)
+        _write_metrics(cfg, metrics)
     return metrics
+
+
+def _write_metrics(cfg: DictConfig, metrics: dict) -> None:
+    path = output_dir(cfg) / "metrics.json"
+    try:
+        atomic_write_json(path, metrics)
+    except OSError as e:
+        # A finished run's results outlive a full or read-only disk: on stdout, as one JSON line.
+        print(json.dumps(metrics, default=str), flush=True)
+        error = output_error(e, where=str(path), cache_dir=cfg.paths.get("cache_dir"))
+        if error is None:
+            raise
+        raise type(error)(f"{error} (this run's metrics are printed above as JSON)") from e
+
+
+def _resumed_run(cfg: DictConfig, ckpt: dict, path: Path) -> Run:
+    """The run rebuilt around the checkpoint's tensors: no pretrained weights or model.init_from are
+    fetched (they may be offline or moved by now), and the weights are in place before anything
+    reads them (the feature cache keys on them)."""
+    run = make_run(cfg, weights="none", init=False)
+    run.module.check_checkpoint(ckpt, path)  # a clear error if the data on disk changed since
+    run.module.load_state_dict(ckpt["state_dict"])
+    stored = ckpt["transferlab"].get("weights")
+    if stored:
+        run.backbone.weights = stored
+        run.module.extra_checkpoint_state["weights"] = stored
+    return run
+
+
+def _reuse_finished(cfg: DictConfig, point: ResumePoint) -> dict:
+    """auto_resume found this job finished in an earlier sweep: its results, without training again."""
+    metrics = {**point.finished, "reused_from": str(point.source_dir)}
+    log.info("auto_resume: this job already completed in %s; reusing its metrics.json", point.source_dir)
+    atomic_write_json(output_dir(cfg) / "metrics.json", metrics)
+    return metrics
+
+
+def _continue_wandb_run(cfg: DictConfig, wandb_id: str | None) -> None:
+    """A resumed run logs into the W&B run it started, not a new one."""
+    wandb = (cfg.get("logger") or {}).get("wandb")
+    if wandb_id and wandb is not None:
+        with open_dict(cfg):
+            wandb.id = wandb_id
+            wandb.resume = "allow"
 
 
 def _report(metrics: dict) -> None:
@@ -172,12 +236,12 @@ def _report(metrics: dict) -> None:
     )
 
 
-def _record_failure(cfg: DictConfig, error: BaseException) -> None:
+def _record_failure(cfg: DictConfig, error: BaseException, status: str = "failed") -> None:
     try:
         atomic_write_json(
             output_dir(cfg) / "metrics.json",
             {
-                "status": "failed",
+                "status": status,
                 "error": f"{type(error).__name__}: {error}",
                 "test": {}, "val": {}, "params": {}, "time": {},
                 "config": _summary(cfg, None),
@@ -199,20 +263,44 @@ def _is_multirun() -> bool:
 register_resolvers()
 
 
+def _user_error(error: Exception, cfg: DictConfig) -> BaseException:
+    try:
+        where, cache = str(output_dir(cfg)), cfg.paths.get("cache_dir")
+    except Exception:  # the paths themselves are what is broken
+        where, cache = None, None
+    return user_error(error, where=where, cache_dir=cache)
+
+
+def main(cfg: DictConfig | None = None) -> float | None:
+    """`python train.py ...`; given a config, the task function itself (Hydra's passthrough)."""
+    if cfg is not None:
+        return _task(cfg)
+    return cli(_task)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _task(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
+    except SIGTERMException as e:
+        # Lightning stops at the next batch and raises this SystemExit (exit code 0 unless caught).
+        run_dir = output_dir(cfg)
+        can_resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+        hint = f"resume with: python train.py ckpt_path={run_dir}" if can_resume else "no epoch had finished: start it again"
+        _record_failure(cfg, RuntimeError(f"stopped by SIGTERM; {hint}"), status="interrupted")
+        log.error("stopped by SIGTERM; %s", hint)
+        raise SystemExit(128 + signal.SIGTERM) from e
     except Exception as e:
-        _record_failure(cfg, e)
+        error = _user_error(e, cfg)
+        _record_failure(cfg, error)
         if _is_multirun():
             # One bad job must not stop the sweep: the failure is in its metrics.json for the report.
             # None, not nan: the Optuna sweeper hands nan to study.tell, which rejects it and ends
             # the sweep; None makes it a failed trial (tests/test_sweeps.py).
             log.exception("job failed: %s", e)
             return None
-        if isinstance(e, TransferlabError):
-            exit_with(e)
+        if isinstance(error, TransferlabError):
+            exit_with(error)
         raise
     _report(metrics)
     # The sweep objective (Optuna) is validation accuracy: the test split never steers anything.

@@ -19,7 +19,9 @@ from transferlab.data import sources
 from transferlab.data.sources import DataError, ImageArrays, Splits
 from transferlab.data.subsample import stratified_split
 from transferlab.data.transforms import AugmentConfig, BatchPreprocess
+from transferlab.errors import ConfigError
 from transferlab.models.backbone import Preprocess
+from transferlab.utils.seeding import seed_training_batch
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,24 @@ class EpochBatches(Sampler[list[int]]):
         return math.ceil(n / self.batch_size)
 
 
+def rank_batch_size(batch_size: int, world_size: int, train: bool) -> int:
+    """One rank's share of a global batch: data.batch_size is the batch of one optimizer step.
+
+    With rank r taking every world_size-th index (EpochBatches), the ranks' shards of step k are
+    exactly batch k of a 1-process run, so DDP changes neither the number of steps nor the
+    gradient (the mean over the global batch), and the lr needs no rescaling. Training batches
+    must split evenly for that; eval batch sizes only bound memory, so they round up.
+    """
+    if world_size == 1:
+        return batch_size
+    if train and batch_size % world_size:
+        raise ConfigError(
+            f"data.batch_size={batch_size} is the global batch and must split evenly over the {world_size} DDP "
+            f"processes: use a multiple of {world_size}"
+        )
+    return max(1, math.ceil(batch_size / world_size))
+
+
 def _load_source(name: str, args: dict[str, Any], storage_size: int, seed: int) -> Splits:
     loaders: dict[str, Callable[..., Splits]] = {
         "fashion_mnist": sources.load_fashion_mnist,
@@ -143,7 +163,9 @@ class TransferDataModule(pl.LightningDataModule):
         splits = _load_source(self.source, self.source_args, storage, self.seed)
         pool = splits.train
         if splits.val is not None and self.val_per_class is None and self.val_fraction is None:
-            train_idx, _ = stratified_split(pool.labels, seed=self.seed, samples_per_class=self.samples_per_class, train_fraction=self.train_fraction)
+            train_idx, _ = stratified_split(
+                pool.labels, seed=self.seed, samples_per_class=self.samples_per_class, train_fraction=self.train_fraction, classes=pool.classes,
+            )
             val = splits.val
         else:
             train_idx, val_idx = stratified_split(
@@ -153,6 +175,7 @@ class TransferDataModule(pl.LightningDataModule):
                 val_fraction=self.val_fraction,
                 samples_per_class=self.samples_per_class,
                 train_fraction=self.train_fraction,
+                classes=pool.classes,
             )
             val = pool.subset(val_idx)
         self.splits = {"train": pool.subset(train_idx), "val": val, "test": splits.test}
@@ -178,10 +201,8 @@ class TransferDataModule(pl.LightningDataModule):
         dataset = InMemoryBatches(self.splits[split])
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        batches = EpochBatches(
-            len(dataset), self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
-            seed=self.seed, rank=rank, world_size=world,
-        )
+        batch_size = rank_batch_size(self.batch_size if shuffle else self.eval_batch_size, world, train=shuffle)
+        batches = EpochBatches(len(dataset), batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world)
         # The DataLoader's sampler yields whole batches (batch_size=None): one gather per batch.
         # Under DDP the sampler shards itself, so the trainer configs set use_distributed_sampler=false.
         return DataLoader(
@@ -206,4 +227,5 @@ class TransferDataModule(pl.LightningDataModule):
         images, labels = batch
         self.preprocess.to(images.device)
         training = self.trainer is not None and self.trainer.training
+        seed_training_batch(self.trainer, self.seed)
         return self.preprocess(images, train=training), labels

@@ -33,8 +33,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from transferlab.data.datamodule import EpochBatches
+from transferlab.data.datamodule import EpochBatches, rank_batch_size
 from transferlab.data.transforms import BatchPreprocess
+from transferlab.utils.seeding import seed_training_batch
 
 log = logging.getLogger(__name__)
 
@@ -347,14 +348,20 @@ class FeatureDataModule(pl.LightningDataModule):
         for split in splits:
             self.features(split) if split == "train" else self.eval_features(split)
 
+    # Under DDP (spawned ranks, transferlab.utils.ddp) the extraction runs in the ranks; metrics.json
+    # reports rank 0's cache hits and extraction time from here.
+    def rank_zero_state(self, trainer) -> dict:
+        return {"stats": self.cache.stats}
+
+    def load_rank_zero_state(self, trainer, state: dict) -> None:
+        self.cache.stats = state["stats"]
+
     def _loader(self, x: torch.Tensor, y: torch.Tensor, shuffle: bool) -> DataLoader:
         dataset = _TensorBatches(x, y)
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        batches = EpochBatches(
-            len(dataset), self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
-            seed=self.images_dm.seed, rank=rank, world_size=world,
-        )
+        batch_size = rank_batch_size(self.batch_size if shuffle else self.eval_batch_size, world, train=shuffle)
+        batches = EpochBatches(len(dataset), batch_size, shuffle=shuffle, seed=self.images_dm.seed, rank=rank, world_size=world)
         return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=0)
 
     def train_dataloader(self) -> DataLoader:
@@ -365,3 +372,7 @@ class FeatureDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.eval_features("test"), self.labels("test"), shuffle=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        seed_training_batch(self.trainer, self.images_dm.seed)  # the head's dropout, as on images
+        return batch

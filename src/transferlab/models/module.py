@@ -8,9 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from transferlab.errors import DivergedError
 from transferlab.finetune.optim import OptimConfig, build_optimizer, build_scheduler, param_groups
 from transferlab.finetune.plan import FinetunePlan
 from transferlab.models.backbone import count_params
+from transferlab.models.checkpoint import check_fits
 
 
 class TransferModule(pl.LightningModule):
@@ -96,14 +98,21 @@ class TransferModule(pl.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         if not torch.isfinite(loss):
-            lrs = {g["name"]: g["lr"] for g in self.optimizers().param_groups}
-            raise FloatingPointError(
-                f"loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}) with lrs {lrs}: "
-                "lower strategy.lr or check the data"
-            )
+            raise DivergedError(self._divergence(loss.item(), x))
         acc = (logits.argmax(-1) == y).float().mean()
         self.log_dict({"train/loss": loss, "train/acc": acc}, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
+
+    def _divergence(self, loss: float, x: torch.Tensor) -> str:
+        where = f"loss became {loss} at step {self.global_step} (epoch {self.current_epoch})"
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            return f"{where}: the batch itself holds NaN or inf values: check the data"
+        lrs = {g.get("name", str(i)): float(g["lr"]) for i, g in enumerate(self.optimizers().param_groups)}
+        head = lrs.get("head", max(lrs.values()))
+        return (
+            f"{where} with lr {head:.3g} (head; {len(lrs)} groups, largest {max(lrs.values()):.3g}): "
+            f"lower strategy.lr (now {self.plan.config.lr:g}), or check the data"
+        )
 
     def _eval_step(self, stage: str, batch) -> None:
         x, y = batch
@@ -115,7 +124,8 @@ class TransferModule(pl.LightningModule):
             metric = self.metrics[f"{stage}_{name}"]
             metric.update(logits, y)
             self.log(f"{stage}/{name}", metric, on_epoch=True, prog_bar=name == "acc", batch_size=len(y))
-        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(y))
+        # Averaged over DDP ranks like the accuracies (torchmetrics sync on compute); no-op on 1 process.
+        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(y), sync_dist=True)
 
     def validation_step(self, batch, batch_idx):
         self._eval_step("val", batch)
@@ -136,5 +146,26 @@ class TransferModule(pl.LightningModule):
         scheduler = build_scheduler(optimizer, self.plan, units, self.optim_cfg, steps_per_epoch=max(1, total // epochs), total_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Resume (fit's ckpt_path) and test's best checkpoint: name a mismatch before Lightning's
+        # strict load_state_dict reports it as a size-mismatch traceback.
+        self.check_checkpoint(checkpoint, getattr(self._trainer, "ckpt_path", None) or "(the checkpoint)")
+
+    def check_checkpoint(self, checkpoint: dict, path) -> None:
+        """A CheckpointError naming what differs when `checkpoint` does not fit this model and data."""
+        if "transferlab" not in checkpoint:
+            return
+        config = self.extra_checkpoint_state.get("config") or {}
+        check_fits(
+            checkpoint, path, self.state_dict(), self.num_classes, self.extra_checkpoint_state.get("classes"),
+            fix=f"use it with the model and data it was trained on, or start a new run from it: model.init_from={path} "
+            "model.head.reset=true",
+            model_name=(config.get("model") or {}).get("name"),
+        )
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["transferlab"] = {**self.extra_checkpoint_state, "num_classes": self.num_classes}
+        # So that a resumed run keeps logging into the same W&B run (train.py, resume.py).
+        wandb_id = next((lg.version for lg in self.loggers if type(lg).__name__ == "WandbLogger"), None)
+        if wandb_id:
+            checkpoint["transferlab"]["wandb_id"] = wandb_id
