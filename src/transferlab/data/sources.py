@@ -283,14 +283,17 @@ def _visible(p: Path) -> bool:
     return not p.name.startswith(".")
 
 
-def _image_files(folder: Path) -> list[Path]:
-    out = []
+def _image_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(image files, other visible files) under ``folder``; the others are ignored, and counted."""
+    out, other = [], []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                out.append(Path(dirpath) / name)
-    return out
+            if name.startswith("."):
+                continue
+            is_image = os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+            (out if is_image else other).append(Path(dirpath) / name)
+    return out, other
 
 
 def _class_dirs(folder: Path, where: str) -> list[Path]:
@@ -346,17 +349,23 @@ def _load_tree(folder: Path, classes: list[str], size: int, strict: bool, where:
     """Every image under folder/<class>/ (classes in the given order) decoded into one tensor."""
     files: list[Path] = []
     labels: list[int] = []
+    ignored: list[Path] = []
     for i, name in enumerate(classes):
         class_dir = folder / name
         if not class_dir.is_dir():
             continue  # a class the training split has and this split lacks is fine
-        found = _image_files(class_dir)
+        found, other = _image_files(class_dir)
+        ignored += other
         if not found:
             raise DataError(
                 f"class folder '{class_dir}' has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): add images or remove the folder"
             )
         files += found
         labels += [i] * len(found)
+    if ignored:
+        named = ", ".join(str(p.relative_to(folder)) for p in ignored[:_MAX_NAMED])
+        more = f" and {len(ignored) - _MAX_NAMED} more" if len(ignored) > _MAX_NAMED else ""
+        log.info("ignored %d files that are not images in %s '%s': %s%s", len(ignored), where, folder, named, more)
 
     images = np.empty((len(files), 3, size, size), dtype=np.uint8)
     ok = np.ones(len(files), dtype=bool)
@@ -412,12 +421,12 @@ def load_imagefolder(
     """
     from transferlab.data.subsample import stratified_split  # subsample imports DataError from here
 
-    if not root:
-        raise DataError(f"{ROOT_KEY} is unset: point it at a folder of <class>/<image> sub-folders")
+    if not root or str(root) == "???":
+        raise DataError(f"{ROOT_KEY} is unset: pass {ROOT_KEY}=<a folder of <class>/<image> sub-folders>")
     base = Path(root).expanduser()
     if not base.is_dir():
         what = "is not a folder" if base.exists() else "does not exist"
-        raise DataError(f"{ROOT_KEY} '{root}' {what}: point it at a folder of <class>/<image> sub-folders")
+        raise DataError(f"{ROOT_KEY} '{root}' {what}: pass {ROOT_KEY}=<a folder of <class>/<image> sub-folders>")
     if not image_size or int(image_size) < 1:
         raise DataError(f"image_size={image_size!r}: give the size images are stored at (e.g. data.image_size=224)")
     if not (0.0 < test_fraction < 1.0):

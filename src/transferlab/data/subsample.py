@@ -38,12 +38,13 @@ def stratified_split(
     val_fraction: float | None = None,
     samples_per_class: int | None = None,
     train_fraction: float | None = None,
+    classes: list[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (train_idx, val_idx) into ``labels``, each sorted, int64 and disjoint.
 
     Per class, validation takes ``val_per_class`` (or ``val_fraction`` of the class) and training
     the next ``samples_per_class`` (or ``train_fraction`` of what validation left); unset means no
-    validation and all the rest for training respectively.
+    validation and all the rest for training respectively. ``classes``: names for error messages.
     """
     if val_per_class is not None and val_fraction is not None:
         raise DataError(
@@ -75,6 +76,7 @@ def stratified_split(
     n_train = torch.zeros_like(counts)
     for c in present:
         count = int(counts[c])
+        name = f"class {classes[c]!r}" if classes and c < len(classes) else f"class {c}"
         if val_per_class is not None:
             v = int(val_per_class)
         elif val_fraction is not None:
@@ -83,14 +85,14 @@ def stratified_split(
             v = 0
         if v > count:
             raise DataError(
-                f"class {c} has {count} images, fewer than data.val_per_class={val_per_class}: lower data.val_per_class or use data.val_fraction"
+                f"{name} has {count} images, fewer than data.val_per_class={val_per_class}: lower data.val_per_class or use data.val_fraction"
             )
         left = count - v
         if samples_per_class is not None:
             t = int(samples_per_class)
             if t > left:
                 raise DataError(
-                    f"class {c} has {left} images left after validation ({count} in all, {v} for val), fewer than "
+                    f"{name} has {left} images left after validation ({count} in all, {v} for val), fewer than "
                     f"data.samples_per_class={samples_per_class}: lower data.samples_per_class or data.val_per_class"
                 )
         elif train_fraction is not None:
