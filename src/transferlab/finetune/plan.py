@@ -62,6 +62,8 @@ class FinetunePlan:
     config: StrategyConfig
     groups: list[BlockGroup]
     unfreeze_epochs: list[int | None] = field(init=False)  # per group, None = never trains
+    # Set under DDP (world size > 1) before the model is wrapped; see apply() and gated_params().
+    gate_frozen_grads: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.unfreeze_epochs = self._schedule()
@@ -165,6 +167,15 @@ class FinetunePlan:
         (Lightning puts every module in train mode at each epoch, so this runs again then).
         """
         flags = self.requires_grad_at(epoch)
+        if self.gate_frozen_grads:
+            # DDP all-reduces only the parameters that required grad when it wrapped the model, so a
+            # group unfrozen later would train on each rank's own gradients and the ranks would
+            # drift apart. Every group that ever trains therefore requires grad from the start, and
+            # FinetuneCallback drops the gradients of those not yet unfrozen before each optimizer
+            # step (gated_params): AdamW and SGD skip a None grad, so they stay bit-identical.
+            for unit in self.units():
+                for p in unit.params:
+                    flags[id(p)] = True
         for p in backbone.parameters():
             p.requires_grad_(flags.get(id(p), False))
         freeze_norm_stats = self.config.frozen_norm in ("eval", "affine_only")
@@ -172,6 +183,12 @@ class FinetunePlan:
             frozen = not self.trains(g.index, epoch)
             for m in g.norm_modules:
                 m.train(training and not (frozen and freeze_norm_stats))
+
+    def gated_params(self, epoch: int) -> list[nn.Parameter]:
+        """Parameters that require grad only because of gate_frozen_grads and must not step in this epoch."""
+        if not self.gate_frozen_grads:
+            return []
+        return [p for unit in self.units() if epoch < unit.unfreeze_epoch for p in unit.params]
 
     def describe(self, epoch: int = 0) -> str:
         parts = []

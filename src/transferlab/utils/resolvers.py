@@ -7,6 +7,8 @@ import os
 
 from omegaconf import OmegaConf
 
+from transferlab.sweep.device_pool import ENV_DEVICES
+
 
 def wandb_offline() -> bool:
     """Offline unless the user is logged in (API key in the environment or ~/.netrc)."""
@@ -20,6 +22,19 @@ def wandb_offline() -> bool:
         return True
 
 
+def job_devices(default: int) -> int:
+    """How many devices the sweep's device pool gave this job (launcher=parallel), else `default`.
+
+    The pool exports the ids it holds for the job; GPUs are also narrowed to them through
+    CUDA_VISIBLE_DEVICES, so a count is all the trainer needs. Empty means no pool, or one that
+    failed to give a device (its error is in TRANSFERLAB_DEVICE_POOL_ERROR).
+    """
+    ids = [d for d in os.environ.get(ENV_DEVICES, "").split(",") if d.strip()]
+    return len(ids) or int(default)
+
+
 def register() -> None:
     if not OmegaConf.has_resolver("wandb_offline"):
         OmegaConf.register_new_resolver("wandb_offline", wandb_offline)
+    if not OmegaConf.has_resolver("transferlab.job_devices"):
+        OmegaConf.register_new_resolver("transferlab.job_devices", job_devices)

@@ -25,8 +25,18 @@ class RunStats(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.train_batch_s += time.perf_counter() - self._batch_start
-        self.train_images += len(batch[1])
+        # The run's throughput: under DDP every rank takes a batch of this size in the same step
+        # (the training split is sharded evenly, data/datamodule.py EpochBatches).
+        self.train_images += len(batch[1]) * trainer.world_size
 
     @property
     def train_images_per_s(self) -> float | None:
         return self.train_images / self.train_batch_s if self.train_batch_s else None
+
+    # Under a spawn-based strategy fit runs in other processes; see transferlab.utils.ddp.
+    def rank_zero_state(self, trainer) -> dict:
+        return {k: getattr(self, k) for k in ("fit_s", "train_images", "train_batch_s")}
+
+    def load_rank_zero_state(self, trainer, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
