@@ -113,10 +113,10 @@ def test_data_efficiency_preset_composes(configs):
     params = OmegaConf.to_container(hydra_cfg.hydra.sweeper.params)
     jobs = _expand(params)
     grid = {tuple(o.split("=", 1)[1] for o in job) for job in jobs}
-    assert len(jobs) == len(grid) == 4 * 3 * 4
+    assert len(jobs) == len(grid) == 4 * 3 * 5
     assert {g[0] for g in grid} == {"10", "100", "1000", "null"}
     assert {g[1] for g in grid} == {"1", "2", "3"}
-    assert {g[2] for g in grid} == {"scratch", "extract", "partial", "full"}
+    assert {g[2] for g in grid} == {"scratch", "extract", "partial", "full", "gradual"}
     # The small sizes run first, the expensive "all" jobs last.
     assert jobs[0][0] == "data.samples_per_class=10" and jobs[-1][0] == "data.samples_per_class=null"
     composed = set()
@@ -124,11 +124,12 @@ def test_data_efficiency_preset_composes(configs):
         cfg = _check_job(["experiment=data_efficiency", *job])
         composed.add((cfg.data.samples_per_class, cfg.seed, cfg.strategy.name))
         assert cfg.data.image_size == 64 and cfg.trainer.max_epochs == 5
+        assert list(cfg.strategy.milestones) == [1, 2, 3]  # gradual's unfreezes fit the 5 epochs
     assert {c[0] for c in composed} == {10, 100, 1000, None} and {c[1] for c in composed} == {1, 2, 3}
-    assert {c[2] for c in composed} == {"scratch", "extract", "partial", "full"}
+    assert {c[2] for c in composed} == {"scratch", "extract", "partial", "full", "gradual"}
     # A command-line value replaces the preset's (make sweep-data ARGS="data.samples_per_class=10,100").
     cli = _expand(params, ["data.samples_per_class=10,100"])
-    assert len(cli) == 2 * 3 * 4 and cli[0][0] == "data.samples_per_class=10"
+    assert len(cli) == 2 * 3 * 5 and cli[0][0] == "data.samples_per_class=10"
 
 
 def test_optuna_preset_composes(configs):
