@@ -10,6 +10,7 @@ Same model, data, batch size and thread count throughout:
    formats, against each pipeline.
 3. `strategy=extract` for N epochs: through the frozen backbone every epoch, with the feature
    cache (cold, then warm), and the L-BFGS probe on cached features: wall time, speed-up, accuracy.
+4. Memory autograd keeps for backward in one training step, per strategy (frozen groups keep none).
 
 Prints a markdown report and writes it to docs/benchmarks.md (--out), with the machine, versions
 and thread count. Throughput is images per second over `--steps` training steps after `--warmup`
@@ -57,8 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for the plain loop (transferlab's in-memory data uses none)")
     p.add_argument("--warmup", type=int, default=3, help="training steps before the clock starts (sections 1-2)")
     p.add_argument("--steps", type=int, default=20, help="timed training steps (sections 1-2)")
-    p.add_argument("--epochs", type=int, default=5, help="extract epochs (section 3)")
-    p.add_argument("--sections", default="1,2,3", help="which sections to run, e.g. 3")
+    p.add_argument("--epochs", type=int, default=10, help="extract epochs (section 3)")
+    p.add_argument("--sections", default="1,2,3,4", help="which sections to run, e.g. 3")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown report ('' = print only)")
     p.add_argument("--keep", action="store_true", help="keep the temporary run and cache folders")
@@ -231,7 +232,10 @@ def model_alone(args, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> flo
     return clock.images_per_s
 
 
-def transferlab_loop(args, cfg, run) -> float:
+def transferlab_loop(args, cfg, run, module=None, fixed_batch=None) -> float:
+    """Images/s of transferlab's training step through Lightning. `fixed_batch`: feed this one
+    preprocessed (x, y) batch every step instead of the DataModule: the step without its data
+    pipeline (same module, optimizer groups, scheduler, loss, logging and callbacks)."""
     import lightning.pytorch as pl
     from omegaconf import open_dict
 
@@ -248,7 +252,11 @@ def transferlab_loop(args, cfg, run) -> float:
         cfg.callbacks = None  # no checkpoints: the step is what is measured
     timer = LightningClock()
     trainer = make_trainer(cfg, [timer])
-    trainer.fit(run.module, datamodule=run.datamodule)
+    module = module or run.module
+    if fixed_batch is None:
+        trainer.fit(module, datamodule=run.datamodule)
+    else:
+        trainer.fit(module, train_dataloaders=[fixed_batch] * (args.warmup + args.steps))
     return timer.clock.images_per_s
 
 
@@ -275,6 +283,7 @@ def sections_1_2(args, work: Path, say) -> tuple[str, dict]:
     x = pre(arrays.images[idx], train=False)
     y = arrays.labels[idx]
 
+    step_only = copy.deepcopy(run.module)  # untrained twin for the fixed-batch run
     results = {}
     say("section 2: model alone on in-memory tensors (NCHW)")
     results["bound_nchw"] = model_alone(args, fresh(False), x.contiguous(), y)
@@ -284,6 +293,9 @@ def sections_1_2(args, work: Path, say) -> tuple[str, dict]:
     results["plain"] = plain_loop(args, fresh(False), arrays, run.datamodule.preprocess_cfg)
     say("section 1: transferlab training step through Lightning")
     results["transferlab"] = transferlab_loop(args, cfg, run)
+    say("section 2: transferlab's step through Lightning on one in-memory batch (no data pipeline)")
+    x_train = pre(arrays.images[idx], train=True)
+    results["step_bound"] = transferlab_loop(args, cfg, run, module=step_only, fixed_batch=(x_train, y))
 
     cl = bool(cfg.model.get("channels_last", True))
     bound_tl = results["bound_cl" if cl else "bound_nchw"]
@@ -302,6 +314,8 @@ def sections_1_2(args, work: Path, say) -> tuple[str, dict]:
             ["model alone, channels_last (bound for transferlab)" if cl else "model alone, channels_last", results["bound_cl"], f"{results['bound_cl'] / results['bound_nchw']:.2f}x NCHW"],
             ["plain PyTorch loop", plain, f"{plain / results['bound_nchw']:.2f}"],
             ["transferlab through Lightning", tl, f"{tl / bound_tl:.2f}"],
+            ["transferlab's step alone: one in-memory batch through Lightning, its optimizer groups, scheduler, loss, logging", results["step_bound"], f"{results['step_bound'] / bound_tl:.2f}"],
+            ["transferlab's data pipeline: full step / step alone", "", f"{tl / results['step_bound']:.2f}"],
         ],
     )
     text = (
@@ -310,7 +324,10 @@ def sections_1_2(args, work: Path, say) -> tuple[str, dict]:
         f"{len(arrays)} training images with random resized crops and flips, {args.steps} timed steps after {args.warmup} warm-up steps.\n\n"
         f"{s1}\n\n"
         "## 2. The bound: the model alone on tensors already in memory\n\n"
-        "Forward, backward and Adam step on one preprocessed batch held in memory: no data pipeline at all.\n\n"
+        "Forward, backward and Adam step on one preprocessed batch held in memory: no data pipeline at all. "
+        "The last two rows split transferlab's gap to that bound: what its step costs beyond a bare Adam step "
+        "(Lightning's loop, AdamW over per-group parameter groups, the LR scheduler, label smoothing, logging), "
+        "and what the data pipeline (batch gather, per-batch crop, flip, resize and normalise) costs beyond the step.\n\n"
         f"{s2}\n"
     )
     return text, results
@@ -364,6 +381,58 @@ def section_3(args, work: Path, say) -> tuple[str, dict]:
     return text, results
 
 
+# --- section 4: memory kept for backward ---------------------------------------------------------
+def saved_for_backward(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Bytes autograd keeps for backward in one training forward (distinct storages, counted once)."""
+    seen: dict[tuple, int] = {}
+
+    def pack(t: torch.Tensor):
+        try:
+            key = (t.untyped_storage().data_ptr(), t.device.type)
+            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
+        except (RuntimeError, NotImplementedError):  # tensors without storage (e.g. sparse/functional)
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = F.cross_entropy(module(x), y)
+    if loss.requires_grad:
+        loss.backward()
+    return sum(seen.values())
+
+
+def section_4(args, work: Path, say) -> tuple[str, dict]:
+    """Activation memory per strategy: frozen groups run without autograd, so they keep nothing."""
+    rows, results = [], {}
+    for strategy in ("extract", "partial", "full", "scratch"):
+        say(f"section 4: activations kept for backward, strategy={strategy}")
+        cfg = compose_cfg(args, work, f"mem_{strategy}", f"strategy={strategy}", *(["strategy.feature_cache=false"] if strategy == "extract" else []))
+        run = make_run_with_test_subset(args, cfg)
+        module = run.module
+        module.plan.apply(module.backbone, epoch=0, training=True)
+        module.train()
+        arrays = run.datamodule.splits["train"]
+        x = run.datamodule.preprocess(arrays.images[: args.batch_size], train=True)
+        if module.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = arrays.labels[: args.batch_size]
+        saved = saved_for_backward(module, x, y)
+        results[strategy] = saved
+        rows.append([strategy, f"{module.trainable_params():,}", f"{saved / 2**20:,.1f}"])
+    full = results["full"]
+    rows = [r + [f"{results[r[0]] / full:.4f}"] for r in rows]
+    text = (
+        "## 4. Memory kept for backward\n\n"
+        f"Bytes autograd saves for the backward pass in one training step (batch {args.batch_size}, {args.image_size} px), "
+        "counted with `torch.autograd.graph.saved_tensors_hooks` (each storage once). Frozen groups get no autograd "
+        "graph, so `extract` keeps only the head's inputs; `partial` keeps the top groups' activations. This is the part "
+        "of peak memory that a strategy changes; weights, optimizer state and the data are on top and the same or smaller.\n\n"
+        + table(["strategy", "trainable params", "MiB saved for backward", "vs full"], rows)
+        + "\n"
+    )
+    return text, results
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -387,6 +456,8 @@ def main(argv=None) -> int:
             parts.append(sections_1_2(args, work, say)[0])
         if "3" in sections:
             parts.append(section_3(args, work, say)[0])
+        if "4" in sections:
+            parts.append(section_4(args, work, say)[0])
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -175,3 +175,14 @@ def test_a_job_reused_by_auto_resume_counts_once(tmp_path: Path) -> None:
     assert len(collect([new])) == 2  # the relaunched sweep alone is complete
     both = collect([old, new])
     assert len(both) == 3 - 1 and sorted(both["strategy"]) == ["extract", "full"]
+
+
+def test_lbfgs_probe_is_its_own_strategy_row(tmp_path: Path) -> None:
+    from transferlab.report import collect
+
+    sweep = tmp_path / "multiruns" / "2026-01-01_10-00-00"
+    for num, solver in enumerate(("sgd", "lbfgs")):
+        m = _metrics("lite0", "extract", 10, 1)
+        m["config"]["solver"] = solver
+        _job(sweep, num, ["strategy=extract", f"strategy.solver={solver}"], m)
+    assert sorted(collect([sweep])["strategy"]) == ["extract", "extract (lbfgs)"]

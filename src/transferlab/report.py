@@ -198,6 +198,10 @@ def _tidy(df: pd.DataFrame) -> pd.DataFrame:
     # Nullable dtypes keep integer columns (sizes, seeds, parameter counts) integers in the CSV
     # when some jobs lack them.
     df = df[first + metric_cols + rest + last].convert_dtypes()
+    if "solver" in df.columns:
+        # The L-BFGS probe is another method than extract's SGD loop: its own row and line.
+        probe = (df["solver"] == "lbfgs").fillna(False)
+        df.loc[probe, "strategy"] = df.loc[probe, "strategy"].astype(str) + " (lbfgs)"
     return df.sort_values(["sweep", "job"], kind="stable").reset_index(drop=True)
 
 

@@ -64,6 +64,7 @@ def _summary(cfg: DictConfig, train_size: int | None, choices: dict | None = Non
         "lr": float(cfg.strategy.lr),
         "decay": float(cfg.strategy.get("decay", 1.0)),
         "unfreeze_top": cfg.strategy.get("unfreeze_top"),
+        "solver": cfg.strategy.get("solver"),  # extract: sgd (the loop) or lbfgs (the probe)
     }
 
 
