@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist
 ARGS   ?=
 
-.PHONY: install train test test-fast eval report sweep-compare sweep-data clean-logs data-packages
+.PHONY: install install-sweep train test test-fast eval report sweep-compare sweep-data clean-logs data-packages
 
 # torch is pinned to the build this machine kind ships (any other pin pulls a multi-GB download).
 $(STAMP): pyproject.toml
@@ -36,6 +36,10 @@ eval: install
 
 test: install
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# The Ray and SLURM launchers' extra (large: ray); then tests/test_sweeps.py also runs launcher=ray.
+install-sweep: install
+	$(BIN)/python -m pip install -q -e '.[sweep]'
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)

@@ -294,6 +294,18 @@ def test_multirun_with_a_failed_job_then_report(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_ray_launcher_runs_the_jobs_on_a_local_ray(tmp_path):
+    # Optional extra (pip install -e .[sweep]): ray is a large install, so `make test` skips this.
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="launcher=ray needs pip install -e '.[sweep]'")
+    ray_cpu = ["hydra.launcher.ray.init.num_cpus=2", "hydra.launcher.ray.remote.num_gpus=0", "hydra.launcher.ray.remote.num_cpus=1"]
+    run_cli("train.py", ["-m", *TINY, "launcher=ray", *ray_cpu, "strategy=extract,partial"], tmp_path)
+    jobs = _jobs(_sweep_dir(tmp_path, "train"))
+    assert sorted(jobs) == ["0", "1"]
+    assert [jobs[j]["config"]["strategy"] for j in "01"] == ["extract", "partial"]
+    assert all(jobs[j]["status"] == "completed" and 0.0 <= jobs[j]["test"]["acc"] <= 1.0 for j in "01")
+
+
+@pytest.mark.slow
 def test_parallel_launcher_overlapping_jobs_hold_different_devices(tmp_path, monkeypatch):
     # CPU slots even where GPUs are visible: the pool then hands out cpu0 and cpu1. Two jobs that
     # train the backbone for 3 epochs hold their slots for seconds, far longer than the two
