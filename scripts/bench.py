@@ -232,6 +232,19 @@ def model_alone(args, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> flo
     return clock.images_per_s
 
 
+class Repeat:
+    """The same batch n times, as one iterable (Lightning would read a list as n dataloaders)."""
+
+    def __init__(self, batch, n: int):
+        self.batch, self.n = batch, n
+
+    def __iter__(self):
+        return (self.batch for _ in range(self.n))
+
+    def __len__(self) -> int:
+        return self.n
+
+
 def transferlab_loop(args, cfg, run, module=None, fixed_batch=None) -> float:
     """Images/s of transferlab's training step through Lightning. `fixed_batch`: feed this one
     preprocessed (x, y) batch every step instead of the DataModule: the step without its data
@@ -256,7 +269,7 @@ def transferlab_loop(args, cfg, run, module=None, fixed_batch=None) -> float:
     if fixed_batch is None:
         trainer.fit(module, datamodule=run.datamodule)
     else:
-        trainer.fit(module, train_dataloaders=[fixed_batch] * (args.warmup + args.steps))
+        trainer.fit(module, train_dataloaders=Repeat(fixed_batch, args.warmup + args.steps))
     return timer.clock.images_per_s
 
 
