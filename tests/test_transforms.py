@@ -65,3 +65,28 @@ def test_full_crop_with_flip_is_a_flipped_resize():
 def test_rejects_float_input():
     with pytest.raises(TypeError, match="uint8"):
         BatchPreprocess(32, MEAN, STD)(torch.zeros(1, 3, 8, 8))
+
+
+def test_epoch_batches_are_a_function_of_seed_and_epoch_and_shard_exactly():
+    from transferlab.data.datamodule import EpochBatches
+
+    for size, batch, shuffle, world in [(65, 8, True, 1), (65, 8, False, 1), (67, 8, True, 2), (67, 8, False, 2), (9, 8, True, 1)]:
+        ranks = [EpochBatches(size, batch, shuffle, seed=3, rank=r, world_size=world) for r in range(world)]
+        for s in ranks:
+            s.set_epoch(2)
+        epochs = [[list(s) for s in ranks] for _ in range(2)]
+        assert epochs[0] == epochs[1]  # the same epoch twice: the same batches
+        for s, batches in zip(ranks, epochs[0]):
+            assert len(s) == len(batches)
+            assert not shuffle or all(len(b) >= 2 for b in batches)  # no training batch of one (BatchNorm)
+        if shuffle and world == 1:
+            ranks[0].set_epoch(3)
+            assert list(ranks[0]) != epochs[0][0]  # another epoch: another order
+        if world == 2:
+            taken = [i for batches in epochs[0] for b in batches for i in b]
+            if shuffle:  # training: the tail dropped so the ranks take the same number of steps
+                per_rank = size // world - (1 if (size // world) % batch == 1 else 0)  # and a lone last image
+                assert len(taken) == len(set(taken)) == per_rank * world
+                assert len(epochs[0][0]) == len(epochs[0][1])
+            else:  # eval: every image, padded to equal shares
+                assert set(taken) == set(range(size)) and len(taken) == size + 1

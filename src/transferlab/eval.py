@@ -18,14 +18,11 @@ from transferlab.utils.resolvers import register as register_resolvers
 log = logging.getLogger("transferlab.eval")
 
 
-load_checkpoint = read_checkpoint  # the name train.py's resume reads checkpoints through
-
-
 def evaluate(cfg: DictConfig) -> dict:
     split = str(cfg.split)
     if split not in ("test", "val"):
         raise ConfigError(f"split={split!r} is not a split eval.py runs: use split=test or split=val")
-    ckpt = load_checkpoint(cfg.ckpt_path)
+    ckpt = read_checkpoint(cfg.ckpt_path)
     run_cfg = OmegaConf.create(ckpt["transferlab"]["config"])
     with open_dict(run_cfg):
         run_cfg.paths = cfg.paths

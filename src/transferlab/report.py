@@ -23,6 +23,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from transferlab.utils.io import read_overrides
+
 METRICS_FILE = "metrics.json"
 GROUP_KEYS = ("model", "data", "size", "strategy")
 # Keys of metrics.json's "config" worth putting first in the CSV; others follow.
@@ -69,19 +71,6 @@ def _job_dir_of(metrics_path: Path, root: Path) -> Path:
     return metrics_path.parent
 
 
-def _read_overrides(job_dir: Path) -> list[str]:
-    path = job_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return []
-    try:
-        from omegaconf import OmegaConf
-
-        return [str(o) for o in OmegaConf.load(path)]
-    except Exception:  # half-written or hand-edited: the plain lines are still useful
-        lines = path.read_text(errors="replace").splitlines()
-        return [ln.lstrip("- ").strip() for ln in lines if ln.strip()]
-
-
 def _config_from_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     """Best guess at the grouping keys of a job that never wrote its config."""
     out: dict[str, Any] = {}
@@ -123,7 +112,7 @@ def _row_from_metrics(path: Path, root: Path, job_dir: Path) -> dict[str, Any]:
         if not isinstance(metrics, dict):
             raise ValueError(f"expected a JSON object, got {type(metrics).__name__}")
     except (OSError, ValueError) as e:  # a run still writing, or a crash mid-write
-        overrides = _read_overrides(job_dir)
+        overrides = read_overrides(job_dir) or []
         row.update(_config_from_overrides(overrides))
         row.update(status="failed", error=f"unreadable {METRICS_FILE}: {e}",
                    overrides=" ".join(overrides))
@@ -140,7 +129,7 @@ def _row_from_metrics(path: Path, root: Path, job_dir: Path) -> dict[str, Any]:
         _flatten(k, v, row)
     overrides = metrics.get("overrides")
     if not isinstance(overrides, list):
-        overrides = _read_overrides(job_dir)
+        overrides = read_overrides(job_dir) or []
     row["overrides"] = " ".join(str(o) for o in overrides)
     for k, v in _config_from_overrides(overrides).items():
         row.setdefault(k, v)
@@ -151,7 +140,7 @@ def _row_from_metrics(path: Path, root: Path, job_dir: Path) -> dict[str, Any]:
 
 
 def _row_unfinished(job_dir: Path, root: Path) -> dict[str, Any]:
-    overrides = _read_overrides(job_dir)
+    overrides = read_overrides(job_dir) or []
     row = {"sweep": str(root), "job": _rel(job_dir, root), "job_dir": str(job_dir),
            "status": "unfinished", "error": UNFINISHED_ERROR, "overrides": " ".join(overrides)}
     row.update(_config_from_overrides(overrides))

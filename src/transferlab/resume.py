@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab.errors import CheckpointError
+from transferlab.utils.io import read_overrides
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +55,6 @@ def _identity(override: str) -> bool:
 def job_identity(overrides: list[str]) -> tuple[str, ...]:
     """What makes a sweep job the job it is: its overrides, less the ones about where and how it runs."""
     return tuple(sorted(o for o in overrides if _identity(o)))
-
-
-def _read_overrides(run_dir: Path) -> list[str] | None:
-    path = run_dir / ".hydra" / "overrides.yaml"
-    try:
-        return [str(o) for o in OmegaConf.load(path)]
-    except Exception:  # missing or half-written: not a job we can match
-        return None
 
 
 def _status(run_dir: Path) -> tuple[str | None, dict | None]:
@@ -116,7 +109,7 @@ def find_previous_job(cfg: DictConfig, overrides: list[str]) -> ResumePoint:
     for run_dir in _runs_of_task(Path(cfg.paths.log_dir), str(cfg.task_name)):
         if run_dir.resolve() == here:
             continue
-        theirs = _read_overrides(run_dir)
+        theirs = read_overrides(run_dir)
         if theirs is None or job_identity(theirs) != me:
             continue
         status, metrics = _status(run_dir)

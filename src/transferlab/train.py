@@ -19,9 +19,9 @@ from omegaconf import DictConfig, open_dict
 from transferlab import CONFIG_DIR
 from transferlab.data.feature_cache import FeatureDataModule
 from transferlab.errors import TransferlabError, cli, exit_with, output_error, user_error
-from transferlab.eval import load_checkpoint
 from transferlab.finetune.linear_probe import ProbeResult, fit_linear_probe, load_into_head
 from transferlab.models.backbone import count_params
+from transferlab.models.checkpoint import read_checkpoint
 from transferlab.pipeline import Run, fast_path_config, make_feature_datamodule, make_run, make_trainer, maybe_compile
 from transferlab.resume import ResumePoint, resume_point, resumed_config, stored_choices, stored_wandb_id
 from transferlab.utils.io import atomic_write_json
@@ -33,11 +33,6 @@ log = logging.getLogger("transferlab.train")
 # Frozen groups' norm layers are in eval mode on purpose (strategy.frozen_norm=eval).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-
-
-def _metric(metrics: dict, key: str) -> float | None:
-    value = metrics.get(key)
-    return None if value is None else float(value)
 
 
 def _choices() -> dict:
@@ -109,7 +104,7 @@ def train(cfg: DictConfig, run: Run | None = None) -> dict:
         return _reuse_finished(cfg, point)
     choices, ckpt = _choices(), None
     if point.checkpoint is not None:
-        ckpt = load_checkpoint(point.checkpoint)
+        ckpt = read_checkpoint(point.checkpoint)
         cfg = resumed_config(cfg, ckpt, point.checkpoint, overrides)
         choices = {**choices, **stored_choices(ckpt)}
         _continue_wandb_run(cfg, stored_wandb_id(ckpt))

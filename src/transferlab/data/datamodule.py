@@ -27,18 +27,20 @@ log = logging.getLogger(__name__)
 
 
 class InMemoryBatches(Dataset):
-    """Indexed by a list of indices (a whole batch), so a batch is two tensor gathers."""
+    """Indexed by a list of indices (a whole batch), so a batch is two tensor gathers.
 
-    def __init__(self, arrays: ImageArrays):
-        self.images = arrays.images
-        self.labels = arrays.labels
+    `inputs`: uint8 images here, cached backbone features in data/feature_cache.py.
+    """
+
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor):
+        self.inputs, self.labels = inputs, labels
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index):
         index = torch.as_tensor(index, dtype=torch.long)
-        return self.images[index], self.labels[index]
+        return self.inputs[index], self.labels[index]
 
 
 class EpochBatches(Sampler[list[int]]):
@@ -76,20 +78,22 @@ class EpochBatches(Sampler[list[int]]):
             order = order[self.rank :: self.world_size]
         return order
 
-    def _drop_last(self, n: int) -> bool:
+    def _count(self) -> int:
+        """Indices this rank takes per epoch (the length of _indices(), without drawing them)."""
+        if self.world_size == 1:
+            n = self.size
+        else:
+            n = self.size // self.world_size if self.shuffle else math.ceil(self.size / self.world_size)
         # A last training batch of one image breaks BatchNorm; drop it (and only it).
-        return self.shuffle and n % self.batch_size == 1 and n > 1
+        return n - 1 if self.shuffle and n % self.batch_size == 1 and n > 1 else n
 
     def __iter__(self):
-        order = self._indices()
-        n = len(order) - (1 if self._drop_last(len(order)) else 0)
+        order, n = self._indices(), self._count()
         for start in range(0, n, self.batch_size):
             yield order[start : min(start + self.batch_size, n)].tolist()
 
     def __len__(self) -> int:
-        n = len(self._indices())
-        n -= 1 if self._drop_last(n) else 0
-        return math.ceil(n / self.batch_size)
+        return math.ceil(self._count() / self.batch_size)
 
 
 def rank_batch_size(batch_size: int, world_size: int, train: bool) -> int:
@@ -108,6 +112,25 @@ def rank_batch_size(batch_size: int, world_size: int, train: bool) -> int:
             f"processes: use a multiple of {world_size}"
         )
     return max(1, math.ceil(batch_size / world_size))
+
+
+def batch_loader(
+    inputs: torch.Tensor, labels: torch.Tensor, *, trainer: pl.Trainer | None, batch_size: int, shuffle: bool, seed: int,
+    num_workers: int = 0, pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader of whole in-memory batches in EpochBatches order, this rank's share under DDP.
+
+    The sampler yields whole batches (batch_size=None): one gather per batch. It shards itself, so
+    the DDP trainer configs set use_distributed_sampler=false.
+    """
+    rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+    batches = EpochBatches(
+        len(labels), rank_batch_size(batch_size, world, train=shuffle), shuffle=shuffle, seed=seed, rank=rank, world_size=world,
+    )
+    return DataLoader(
+        InMemoryBatches(inputs, labels), sampler=batches, batch_size=None,
+        num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory,
+    )
 
 
 def _load_source(name: str, args: dict[str, Any], storage_size: int, seed: int) -> Splits:
@@ -198,20 +221,11 @@ class TransferDataModule(pl.LightningDataModule):
 
     # --- loaders -------------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = InMemoryBatches(self.splits[split])
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        batch_size = rank_batch_size(self.batch_size if shuffle else self.eval_batch_size, world, train=shuffle)
-        batches = EpochBatches(len(dataset), batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world)
-        # The DataLoader's sampler yields whole batches (batch_size=None): one gather per batch.
-        # Under DDP the sampler shards itself, so the trainer configs set use_distributed_sampler=false.
-        return DataLoader(
-            dataset,
-            sampler=batches,
-            batch_size=None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+        arrays = self.splits[split]
+        return batch_loader(
+            arrays.images, arrays.labels, trainer=self.trainer, shuffle=shuffle, seed=self.seed,
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:

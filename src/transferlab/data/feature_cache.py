@@ -21,8 +21,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,10 +29,11 @@ from typing import Iterator
 import lightning.pytorch as pl
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from transferlab.data.datamodule import EpochBatches, rank_batch_size
+from transferlab.data.datamodule import batch_loader
 from transferlab.data.transforms import BatchPreprocess
+from transferlab.utils.io import atomic_write
 from transferlab.utils.seeding import seed_training_batch
 
 log = logging.getLogger(__name__)
@@ -184,19 +183,6 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @dataclass
 class CacheStats:
     hits: int = 0
@@ -260,7 +246,7 @@ class FeatureCache:
             if tuple(features.shape) != (key.num_images, num_features):
                 raise RuntimeError(f"feature extraction gave {tuple(features.shape)}, expected {(key.num_images, num_features)}")
             blob = {"format": FORMAT_VERSION, "key": key.to_json(), "shape": [key.num_images, num_features], "features": features}
-            _atomic_torch_save(blob, path)
+            atomic_write(path, lambda f: torch.save(blob, f))
             if stale is None:
                 self.stats.built += 1
             else:
@@ -271,20 +257,6 @@ class FeatureCache:
 
 
 # --- features as a DataModule --------------------------------------------------------------------
-class _TensorBatches(Dataset):
-    """Indexed by a list of indices (a whole batch), like data.datamodule.InMemoryBatches."""
-
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
-        self.features, self.labels = features, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        index = torch.as_tensor(index, dtype=torch.long)
-        return self.features[index], self.labels[index]
-
-
 class FeatureDataModule(pl.LightningDataModule):
     """Cached backbone features of an image DataModule's splits, served in the same batches.
 
@@ -357,12 +329,10 @@ class FeatureDataModule(pl.LightningDataModule):
         self.cache.stats = state["stats"]
 
     def _loader(self, x: torch.Tensor, y: torch.Tensor, shuffle: bool) -> DataLoader:
-        dataset = _TensorBatches(x, y)
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        batch_size = rank_batch_size(self.batch_size if shuffle else self.eval_batch_size, world, train=shuffle)
-        batches = EpochBatches(len(dataset), batch_size, shuffle=shuffle, seed=self.images_dm.seed, rank=rank, world_size=world)
-        return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=0)
+        return batch_loader(
+            x, y, trainer=self.trainer, shuffle=shuffle, seed=self.images_dm.seed,
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.features("train"), self.labels("train"), shuffle=True)

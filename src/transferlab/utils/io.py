@@ -1,4 +1,5 @@
-"""Files that must never be seen half-written (metrics.json, caches): temp file + rename."""
+"""Run files: written so they are never seen half-written (metrics.json, caches: temp file +
+rename), and a run's overrides read back."""
 
 from __future__ import annotations
 
@@ -6,16 +7,17 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """`write(f)` into a temp file beside `path`, synced, then renamed over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -25,5 +27,23 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+def read_overrides(run_dir: str | Path) -> list[str] | None:
+    """A run's command-line overrides from Hydra's `.hydra/overrides.yaml`; None without the file."""
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    try:
+        from omegaconf import OmegaConf
+
+        return [str(o) for o in OmegaConf.load(path)]
+    except Exception:  # half-written or hand-edited: the plain lines are still useful
+        lines = path.read_text(errors="replace").splitlines()
+        return [ln.lstrip("- ").strip() for ln in lines if ln.strip()]
