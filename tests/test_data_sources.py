@@ -8,16 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from transferlab.data import sources
-from transferlab.data.sources import (
-    DataError,
-    ImageArrays,
-    load_cifar10,
-    load_fashion_mnist,
-    load_imagefolder,
-    make_synthetic,
-    read_idx,
-)
+from transferlab.data.arrays import ImageArrays
+from transferlab.data.sources import fashion_mnist
+from transferlab.data.sources.cifar10 import load_cifar10
+from transferlab.data.sources.fashion_mnist import load_fashion_mnist, read_idx
+from transferlab.data.sources.imagefolder import load_imagefolder
+from transferlab.data.sources.synthetic import make_synthetic
+from transferlab.errors import DataError
 
 # --- IDX / Fashion-MNIST ---------------------------------------------------------------------
 
@@ -48,7 +45,7 @@ def write_fashion(folder: Path, n_train=12, n_test=5, gz=False, seed=0):
 
 @pytest.fixture
 def no_debian(monkeypatch, tmp_path):
-    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-here")
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-here")
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -81,7 +78,7 @@ def test_fashion_from_torchvision_layout(tmp_path, no_debian):
 
 def test_fashion_falls_back_to_debian_folder(tmp_path, monkeypatch):
     write_fashion(tmp_path / "debian", n_train=3, gz=True)
-    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
     splits = load_fashion_mnist(str(tmp_path / "empty"), download=False)
     assert len(splits.train) == 3
 

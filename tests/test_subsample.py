@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from transferlab.data.sources import DataError
+from transferlab.errors import DataError
 from transferlab.data.subsample import stratified_split
 
 

@@ -21,6 +21,10 @@ class ConfigError(TransferlabError, ValueError):
     """A config value that cannot work (unknown model, strategy knob out of range, ...)."""
 
 
+class DataError(TransferlabError, ValueError):
+    """Data that cannot be found or read; the message names the problem and the fix."""
+
+
 class WeightsError(TransferlabError, RuntimeError):
     """Pretrained weights that cannot be found, loaded or matched to the model."""
 

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from transferlab.data import sources
-from transferlab.data.sources import DataError, ImageArrays, Splits
+from transferlab.data.arrays import ImageArrays
+from transferlab.data.sources import SourceContext, load_source
 from transferlab.data.subsample import stratified_split
 from transferlab.data.transforms import AugmentConfig, BatchPreprocess
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, DataError
 from transferlab.models.backbone import Preprocess
 from transferlab.utils.seeding import seed_training_batch
 
@@ -133,18 +133,6 @@ def batch_loader(
     )
 
 
-def _load_source(name: str, args: dict[str, Any], storage_size: int, seed: int) -> Splits:
-    loaders: dict[str, Callable[..., Splits]] = {
-        "fashion_mnist": sources.load_fashion_mnist,
-        "cifar10": sources.load_cifar10,
-        "synthetic": sources.make_synthetic,
-        "imagefolder": lambda **kw: sources.load_imagefolder(image_size=storage_size, seed=seed, **kw),
-    }
-    if name not in loaders:
-        raise DataError(f"data.source={name!r} is unknown: use one of {', '.join(loaders)} (or add a loader in data/sources.py)")
-    return loaders[name](**args)
-
-
 class TransferDataModule(pl.LightningDataModule):
     def __init__(
         self,
@@ -183,7 +171,7 @@ class TransferDataModule(pl.LightningDataModule):
             return
         # Images are stored a little larger than the crop so the eval centre crop sees what timm's does.
         storage = math.floor(self.preprocess_cfg.image_size / self.preprocess_cfg.crop_pct)
-        splits = _load_source(self.source, self.source_args, storage, self.seed)
+        splits = load_source(self.source, self.source_args, SourceContext(seed=self.seed, storage_size=storage))
         pool = splits.train
         if splits.val is not None and self.val_per_class is None and self.val_fraction is None:
             train_idx, _ = stratified_split(

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from transferlab.data.sources import DataError
+from transferlab.errors import DataError
 
 
 def _round_half_up(x: float) -> int:

@@ -1,0 +1,45 @@
+"""The in-memory form of a labelled data set: uint8 images and int64 labels per split.
+
+A source (data/sources/) returns a ``Splits``: the labelled training pool (validation and the
+training subset are carved from it later, in data/subsample.py), the test set, and a validation set
+only when the source ships one. Images keep their stored size and channels; turning them into the
+backbone's input happens per batch (data/transforms.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class ImageArrays:
+    images: torch.Tensor  # uint8 [N, C, H, W]
+    labels: torch.Tensor  # int64 [N]
+    classes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Wrong dtypes here surface much later as silent normalisation bugs; fail where they start.
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.dtype != torch.int64 or self.labels.ndim != 1:
+            raise ValueError(f"labels must be int64 [N], got {self.labels.dtype} {tuple(self.labels.shape)}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if not self.images.is_contiguous():
+            self.images = self.images.contiguous()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: torch.Tensor) -> "ImageArrays":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return ImageArrays(self.images[idx].contiguous(), self.labels[idx], list(self.classes))
+
+
+@dataclass
+class Splits:
+    train: ImageArrays
+    test: ImageArrays
+    val: ImageArrays | None = None

@@ -1,0 +1,51 @@
+"""The data-source registry: `data.source=<name>` picks the loader registered under that name.
+
+A source is one module in this package with one function decorated `@register("<name>")`. It takes
+the keys of `data.source_args` as keyword arguments, plus `context` (what the run asks of every
+source), and returns a `Splits`. Modules here are imported by the package, so adding a file is all
+it takes to add a source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from transferlab.data.arrays import Splits
+from transferlab.errors import DataError
+
+# The config key users set; named in every message that tells them to set it.
+ROOT_KEY = "data.source_args.root"
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    seed: int = 0  # for sources that carve splits of their own (an image folder without test/)
+    storage_size: int = 224  # the side length decoded images are stored at
+
+
+Loader = Callable[..., Splits]
+_SOURCES: dict[str, Loader] = {}
+
+
+def register(name: str) -> Callable[[Loader], Loader]:
+    def add(fn: Loader) -> Loader:
+        if name in _SOURCES and _SOURCES[name] is not fn:
+            raise ValueError(f"data source {name!r} is registered twice")
+        _SOURCES[name] = fn
+        return fn
+
+    return add
+
+
+def source_names() -> list[str]:
+    return sorted(_SOURCES)
+
+
+def load_source(name: str, args: dict[str, Any], context: SourceContext) -> Splits:
+    if name not in _SOURCES:
+        raise DataError(
+            f"data.source={name!r} is unknown: use one of {', '.join(source_names())} "
+            "(or add a module to src/transferlab/data/sources/)"
+        )
+    return _SOURCES[name](context=context, **args)
