@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from transferlab.utils.io import read_overrides
+from transferlab.config.overrides import read_overrides
 
 METRICS_FILE = "metrics.json"
 GROUP_KEYS = ("model", "data", "size", "strategy")

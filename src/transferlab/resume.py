@@ -24,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab.errors import CheckpointError
-from transferlab.utils.io import read_overrides
+from transferlab.config.overrides import read_overrides
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,4 @@
-"""Run files: written so they are never seen half-written (metrics.json, caches: temp file +
-rename), and a run's overrides read back."""
+"""Run files, written so they are never seen half-written (metrics.json, caches): temp file + rename."""
 
 from __future__ import annotations
 
@@ -33,17 +32,3 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
-
-
-def read_overrides(run_dir: str | Path) -> list[str] | None:
-    """A run's command-line overrides from Hydra's `.hydra/overrides.yaml`; None without the file."""
-    path = Path(run_dir) / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return None
-    try:
-        from omegaconf import OmegaConf
-
-        return [str(o) for o in OmegaConf.load(path)]
-    except Exception:  # half-written or hand-edited: the plain lines are still useful
-        lines = path.read_text(errors="replace").splitlines()
-        return [ln.lstrip("- ").strip() for ln in lines if ln.strip()]

@@ -1,0 +1,74 @@
+"""What a reproduction needs to know about where a run ran: the code's commit, the library
+versions and the machine. Recorded in every metrics.json (record.py)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+# The distributions whose versions change results; optional ones are recorded only when installed.
+_CORE = ("torch", "torchvision", "timm", "lightning", "torchmetrics", "hydra-core", "numpy")
+_OPTIONAL = ("transformers", "peft", "onnx", "onnxruntime", "litdata")
+
+
+def _git(repo: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=None)
+def code_state(repo: str) -> dict:
+    """{"commit": sha or None, "dirty": bool or None}: None where `repo` is not a git checkout."""
+    commit = _git(Path(repo), "rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    # Untracked files (logs, caches) do not change the code that ran; tracked edits do.
+    status = _git(Path(repo), "status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in (*_CORE, *_OPTIONAL):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if name in _CORE:
+                found[name] = "not installed"
+    return found
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    info = {
+        "platform": f"{platform.system()} {platform.machine()}",
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def provenance(repo: str | Path) -> dict:
+    return {"code": code_state(str(Path(repo).resolve())), "versions": versions(), "machine": machine()}
