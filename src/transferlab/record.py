@@ -51,6 +51,9 @@ class RunConfig:
     modality: str | None = None  # image | text
     weights: str | None = None
     strategy: str | None = None
+    # The strategy's own label for a variant that is another method under the same name (extract's
+    # L-BFGS probe): the report shows "<strategy> (<variant>)" as a row of its own.
+    variant: str | None = None
     data: str | None = None
     samples_per_class: int | None = None
     train_fraction: float | None = None
@@ -129,6 +132,8 @@ class RunRecord:
         record.time = _from_dict(Timing, data.get("time"))
         record.config = _from_dict(RunConfig, data.get("config"))
         record.schema = int(data.get("schema", 1) or 1)
+        if record.schema == 1 and record.config.solver == "lbfgs" and record.config.variant is None:
+            record.config.variant = "lbfgs"  # schema 1 had no variant; the probe was told by its solver
         return record
 
     @classmethod
