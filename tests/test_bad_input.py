@@ -118,10 +118,16 @@ def trained(tmp_path_factory):
 
 # --- the table: arguments -> what the one line must say ---------------------------------------
 
+
+def choices(group: str) -> str:
+    """The options of a config group as the error lists them: the files in its folder."""
+    return ", ".join(sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml")))
+
+
 CASES = {
     "unknown model": ([*FAST, "model.name=resnet10x"], ["unknown model 'resnet10x'", "resnet10t", "model.name=<one of them>"]),
-    "unknown strategy": ([*FAST, "strategy=partail"], ["strategy=partail: no such strategy config; choose one of extract, full, gradual, partial, scratch", "(did you mean strategy=partial?)"]),
-    "unknown data": ([*FAST, "data=fasion_mnist"], ["data=fasion_mnist: no such data config; choose one of cifar10, fashion_mnist,", "did you mean data=fashion_mnist?"]),
+    "unknown strategy": ([*FAST, "strategy=partail"], [f"strategy=partail: no such strategy config; choose one of {choices('strategy')}", "(did you mean strategy=partial?)"]),
+    "unknown data": ([*FAST, "data=fasion_mnist"], [f"data=fasion_mnist: no such data config; choose one of {choices('data')}", "did you mean data=fashion_mnist?"]),
     "unknown key": ([*FAST, "model.nme=3"], ["Could not override 'model.nme'", "+model.nme=3"]),
     "malformed override": ([*FAST, "strategy.milestones=[1,2"], ["[1,2", "override_grammar"]),
     "model name unset": ([a for a in FAST if not a.startswith("model.name=")], ["model.name is not set", "pass model.name=<value>"]),
@@ -197,11 +203,12 @@ def test_init_from_a_checkpoint_with_another_class_count(trained, tmp_path, monk
     code, _, err = run(train_cli.main, [*FAST, f"model.init_from={ckpt}", "model.head.reset=true"], tmp_path, monkeypatch, capsys)
     assert code == 0, err
     m = json.loads((run_dirs(tmp_path)[-1] / "metrics.json").read_text())
-    assert m["status"] == "completed" and m["weights_loaded"] == f"init_from:{ckpt} (backbone; new head)"
+    # fast_dev_run checks that a setup runs: recorded as a debug run, never as a result.
+    assert m["status"] == "debug" and m["weights_loaded"] == f"init_from:{ckpt} (backbone; new head)"
 
 
 def test_init_from_loads_backbone_and_fitting_head(trained, tmp_path):
-    from transferlab.pipeline import make_run
+    from transferlab.engine.assemble import make_run
 
     state = torch.load(trained["ckpt"], map_location="cpu", weights_only=False)["state_dict"]
 
@@ -310,19 +317,21 @@ def test_disk_full_while_checkpointing(tmp_path, monkeypatch, capsys):
 
 
 def test_finished_run_whose_metrics_json_cannot_be_written_prints_them(tmp_path, monkeypatch, capsys):
-    real = train_cli.atomic_write_json
+    from transferlab import record as run_record
+
+    real = run_record.atomic_write_json
 
     def write(path, obj):
         if Path(path).name == "metrics.json":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real(path, obj)
 
-    monkeypatch.setattr(train_cli, "atomic_write_json", write)
+    monkeypatch.setattr(run_record, "atomic_write_json", write)
     code, out, err = run(train_cli.main, FAST, tmp_path, monkeypatch, capsys)
     line = error_line(code, err)
     assert "no space left to write" in line and "metrics.json" in line and "metrics are printed above as JSON" in line
     printed = [json.loads(s) for s in out.splitlines() if s.startswith("{")]
-    assert len(printed) == 1 and printed[0]["status"] == "completed" and "acc" in printed[0]["test"]
+    assert len(printed) == 1 and printed[0]["status"] == "debug" and "acc" in printed[0]["test"]  # a fast_dev_run
 
 
 # --- what the terminal shows -----------------------------------------------------------------------
@@ -337,7 +346,6 @@ def test_terminal_shows_one_line_without_traceback(tmp_path):
         [sys.executable, str(ROOT / "train.py"), *FAST, "strategy=partail"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.stderr.strip() == (
-        "error: strategy=partail: no such strategy config; choose one of extract, full, gradual, partial, scratch "
-        "(did you mean strategy=partial?)"
+        f"error: strategy=partail: no such strategy config; choose one of {choices('strategy')} (did you mean strategy=partial?)"
     )
     assert proc.returncode == 2 and not (tmp_path / "logs").exists()

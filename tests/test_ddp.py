@@ -20,9 +20,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from test_cli import run_cli
 from transferlab import CONFIG_DIR
-from transferlab.data.datamodule import rank_batch_size
+from transferlab.data.loaders import rank_batch_size
 from transferlab.errors import ConfigError
-from transferlab.pipeline import make_run, make_trainer
+from transferlab.engine.assemble import make_run, make_trainer
 from transferlab.sweep.device_pool import ENV_DEVICES, read_records
 from transferlab.utils.resolvers import register
 

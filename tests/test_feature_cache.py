@@ -20,11 +20,11 @@ from transferlab.data.feature_cache import (
     make_key,
     state_dict_digest,
 )
-from transferlab.data.transforms import BatchPreprocess
+from transferlab.data.transforms import BatchPreprocess, Preprocess
+from transferlab.engine.assemble import make_strategy
 from transferlab.errors import ConfigError
 from transferlab.finetune.linear_probe import fit_linear_probe, linear_layer_of, load_into_head
-from transferlab.models.backbone import Preprocess
-from transferlab.pipeline import fast_path_config
+from transferlab.models.timm_backbone import TimmBackbone
 from transferlab.utils.resolvers import register
 
 register()
@@ -41,6 +41,10 @@ def backbone():
 def images(n=6, size=36, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+
+
+def encoder(model, channels_last=False):
+    return TimmBackbone(model, "resnet10t", "none", PRE, channels_last=channels_last)
 
 
 def key_for(model="resnet10t", weights="none (random init)", digest="w0", pre=PRE, imgs=None, view="image"):
@@ -170,15 +174,17 @@ def test_cached_features_equal_the_models_own_within_tolerance(backbone, tmp_pat
         x = pre(imgs, train=False)
         direct = backbone(x)
         mirrored = backbone(x.flip(-1))
-    batched = extract_features(backbone, pre, imgs, batch_size=3)
+    batched = extract_features(encoder(backbone), pre, imgs, batch_size=3)
     assert batched.shape == (10, backbone.num_features) and batched.dtype == torch.float32
     torch.testing.assert_close(batched, direct, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(extract_features(backbone, pre, imgs, batch_size=4, view="hflip"), mirrored, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(extract_features(backbone, pre, imgs, batch_size=10, channels_last=True), direct, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(extract_features(encoder(backbone), pre, imgs, batch_size=4, view="hflip"), mirrored, rtol=1e-4, atol=1e-5)
+    nhwc = encoder(timm.create_model("resnet10t", num_classes=0).eval(), channels_last=True)
+    nhwc.model.load_state_dict(backbone.state_dict())
+    torch.testing.assert_close(extract_features(nhwc, pre, imgs, batch_size=10), direct, rtol=1e-4, atol=1e-5)
 
     cache = FeatureCache(tmp_path)
     key = make_key("resnet10t", "none", state_dict_digest(backbone), PRE.as_dict(), imgs)
-    cached = cache.get_or_build(key, backbone.num_features, lambda: extract_features(backbone, pre, imgs, batch_size=3))
+    cached = cache.get_or_build(key, backbone.num_features, lambda: extract_features(encoder(backbone), pre, imgs, batch_size=3))
     reread = FeatureCache(tmp_path).get_or_build(key, backbone.num_features, lambda: pytest.fail("should hit"))
     torch.testing.assert_close(reread, direct, rtol=1e-4, atol=1e-5)
     assert torch.equal(reread, cached)
@@ -190,8 +196,8 @@ def test_extraction_runs_in_eval_mode_and_restores_each_modules_mode():
     model.bn1.eval()  # a frozen group's norm layer, as FinetunePlan leaves it
     before = {name: m.training for name, m in model.named_modules()}
     pre = BatchPreprocess(**PRE.as_dict())
-    a = extract_features(model, pre, images(4), batch_size=4)
-    b = extract_features(model, pre, images(4), batch_size=2)
+    a = extract_features(encoder(model), pre, images(4), batch_size=4)
+    b = extract_features(encoder(model), pre, images(4), batch_size=2)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # no drop path, no batch statistics
     assert {name: m.training for name, m in model.named_modules()} == before
     assert all(p.requires_grad for p in model.parameters()) and not any(p.is_inference() for p in model.parameters())
@@ -210,18 +216,18 @@ def _cfg(tmp_path, *extra, out="run"):
 
 
 def test_config_errors_are_clear(tmp_path):
-    assert fast_path_config(_cfg(tmp_path, "strategy=extract")).feature_cache is True
-    assert fast_path_config(_cfg(tmp_path, "strategy=partial")).feature_cache is False
-    with pytest.raises(ConfigError, match="strategy=partial trains it"):
-        fast_path_config(_cfg(tmp_path, "strategy=partial", "+strategy.feature_cache=true"))
+    assert make_strategy(_cfg(tmp_path, "strategy=extract")).feature_cache is True
+    assert make_strategy(_cfg(tmp_path, "strategy=partial")).feature_cache is False
+    with pytest.raises(ConfigError, match="strategy=partial has no knob strategy.feature_cache.*strategies that have it: extract"):
+        make_strategy(_cfg(tmp_path, "strategy=partial", "+strategy.feature_cache=true"))
     with pytest.raises(ConfigError, match="frozen_norm=train"):
-        fast_path_config(_cfg(tmp_path, "strategy=extract", "strategy.frozen_norm=train"))
+        make_strategy(_cfg(tmp_path, "strategy=extract", "strategy.frozen_norm=train"))
     with pytest.raises(ConfigError, match="set strategy.feature_cache=true"):
-        fast_path_config(_cfg(tmp_path, "strategy=extract", "strategy.feature_cache=false", "strategy.solver=lbfgs"))
-    with pytest.raises(ConfigError, match="use sgd"):
-        fast_path_config(_cfg(tmp_path, "strategy=extract", "strategy.solver=adam"))
+        make_strategy(_cfg(tmp_path, "strategy=extract", "strategy.feature_cache=false", "strategy.solver=lbfgs"))
+    with pytest.raises(ConfigError, match="use one of sgd, lbfgs"):
+        make_strategy(_cfg(tmp_path, "strategy=extract", "strategy.solver=adam"))
     with pytest.raises(ConfigError, match="model.head.type=mlp"):
-        fast_path_config(_cfg(tmp_path, "strategy=extract", "strategy.solver=lbfgs", "model.head.type=mlp"))
+        make_strategy(_cfg(tmp_path, "strategy=extract", "strategy.solver=lbfgs", "model.head.type=mlp"))
 
 
 # --- end to end: train with the cache, evaluate like eval.py ---------------------------------------

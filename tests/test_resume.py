@@ -132,7 +132,7 @@ def test_ckpt_path_to_a_run_without_checkpoints_says_so(tmp_path):
     from omegaconf import OmegaConf
 
     from transferlab.errors import CheckpointError
-    from transferlab.resume import resume_point
+    from transferlab.engine.resume import resume_point
 
     empty = tmp_path / "logs" / "train" / "runs" / "2026-01-01_00-00-00-000000"
     empty.mkdir(parents=True)
@@ -148,7 +148,7 @@ def test_ckpt_path_to_a_run_without_checkpoints_says_so(tmp_path):
 
 
 def test_job_identity_ignores_where_and_how_a_job_runs():
-    from transferlab.resume import job_identity
+    from transferlab.engine.resume import job_identity
 
     a = job_identity(["strategy=full", "seed=1", "auto_resume=true", "hydra.launcher.n_jobs=2", "trainer.devices=1"])
     b = job_identity(["seed=1", "strategy=full", "logger=wandb", "trainer.accelerator=cpu"])

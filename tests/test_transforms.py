@@ -68,7 +68,7 @@ def test_rejects_float_input():
 
 
 def test_epoch_batches_are_a_function_of_seed_and_epoch_and_shard_exactly():
-    from transferlab.data.datamodule import EpochBatches
+    from transferlab.data.loaders import EpochBatches
 
     for size, batch, shuffle, world in [(65, 8, True, 1), (65, 8, False, 1), (67, 8, True, 2), (67, 8, False, 2), (9, 8, True, 1)]:
         ranks = [EpochBatches(size, batch, shuffle, seed=3, rank=r, world_size=world) for r in range(world)]

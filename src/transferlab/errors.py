@@ -37,6 +37,10 @@ class DivergedError(TransferlabError, FloatingPointError):
     """Training whose loss stopped being a finite number."""
 
 
+class RunNotValid(TransferlabError, RuntimeError):
+    """A run that finished but did not train what its strategy says (recorded as failed)."""
+
+
 class OutputError(TransferlabError, RuntimeError):
     """Run outputs (directory, checkpoints, metrics) that cannot be written."""
 

@@ -9,9 +9,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab import CONFIG_DIR
-from transferlab.errors import ConfigError, TransferlabError, cli, exit_with, user_error
+from transferlab.engine.assemble import instantiate_trainer, make_run
+from transferlab.engine.policy import run_guarded
+from transferlab.errors import ConfigError, cli
 from transferlab.models.checkpoint import check_fits, read_checkpoint
-from transferlab.pipeline import instantiate_trainer, make_run
 from transferlab.utils.io import atomic_write_json
 from transferlab.utils.resolvers import register as register_resolvers
 
@@ -26,7 +27,8 @@ def evaluate(cfg: DictConfig) -> dict:
     run_cfg = OmegaConf.create(ckpt["transferlab"]["config"])
     with open_dict(run_cfg):
         run_cfg.paths = cfg.paths
-        run_cfg.trainer = cfg.trainer
+        # The stored schedule's length: the plan is rebuilt as it trained, whatever eval's trainer says.
+        run_cfg.trainer = OmegaConf.merge(cfg.trainer, {"max_epochs": run_cfg.trainer.get("max_epochs")})
         run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.get("data_overrides") or {})
         if "init_from" in run_cfg.model:
             run_cfg.model.init_from = None  # every tensor comes from this checkpoint
@@ -56,13 +58,9 @@ def main(cfg: DictConfig | None = None) -> float | None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
 def _task(cfg: DictConfig) -> float | None:
-    try:
-        out = evaluate(cfg)
-    except Exception as e:
-        error = user_error(e, where=str(cfg.paths.output_dir))
-        if not isinstance(error, TransferlabError):
-            raise
-        exit_with(error)
+    out = run_guarded(cfg, evaluate, record_failure=lambda error, status: None)  # eval writes no run record
+    if out is None:
+        return None
     m = out["metrics"]
     print(f"\n{out['split']} accuracy {m.get('acc', float('nan')):.4f} (top-5 {m.get('acc_top5', float('nan')):.4f}) for {out['checkpoint']}", flush=True)
     return m.get("acc")

@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -31,7 +31,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from transferlab.data.datamodule import batch_loader
+from transferlab.data.batch import Batch
+from transferlab.data.loaders import batch_loader
 from transferlab.data.transforms import BatchPreprocess
 from transferlab.utils.io import atomic_write
 from transferlab.utils.seeding import seed_training_batch
@@ -127,38 +128,38 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
 
 
 def extract_features(
-    backbone: nn.Module,
-    preprocess: BatchPreprocess,
+    encoder,
+    transform: BatchPreprocess,
     images: torch.Tensor,
     batch_size: int = 256,
     view: str = "image",
     device: torch.device | str | None = None,
-    channels_last: bool = False,
 ) -> torch.Tensor:
     """Pooled features [N, D] (float32, CPU) of uint8 images [N, C, H, W], as the model sees them at
-    eval time: eval preprocessing (and the mirror for view="hflip"), backbone in eval mode."""
+    eval time: eval preprocessing (and the mirror for view="hflip"), backbone in eval mode.
+
+    `encoder`: a Backbone (models/backbone.py): its `model` is put in eval mode, `features(batch)` runs it.
+    """
     if view not in VIEWS:
         raise ValueError(f"view={view!r}: use one of {VIEWS}")
-    home = next(backbone.parameters()).device
+    model = encoder.model
+    home = next(model.parameters()).device
     device = torch.device(device) if device is not None else home
     out = []
     # Moved outside inference mode, so the parameters never become inference tensors. A GPU run
     # extracts on the GPU; the Trainer moves the module again when it fits.
-    backbone.to(device)
-    preprocess.to(device)
+    model.to(device)
+    transform.to(device)
     try:
-        with _eval_mode(backbone), torch.inference_mode():
+        with _eval_mode(model), torch.inference_mode():
             for start in range(0, len(images), batch_size):
-                x = preprocess(images[start : start + batch_size].to(device, non_blocking=True), train=False)
+                x = transform(images[start : start + batch_size].to(device, non_blocking=True), train=False)
                 if view == "hflip":
                     x = x.flip(-1)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                out.append(backbone(x).float().cpu())
+                out.append(encoder.features(Batch(images=x)).float().cpu())
     finally:
-        backbone.to(home)
-    num_features = int(getattr(backbone, "num_features", 0) or 0)
-    return torch.cat(out) if out else torch.empty(0, num_features)
+        model.to(home)
+    return torch.cat(out) if out else torch.empty(0, int(encoder.num_features))
 
 
 # --- the cache -----------------------------------------------------------------------------------
@@ -189,7 +190,6 @@ class CacheStats:
     built: int = 0  # no file yet
     rebuilt: int = 0  # a stale or corrupt file replaced
     extract_s: float = 0.0  # time spent running the backbone
-    files: list[str] = field(default_factory=list)
 
 
 class FeatureCache:
@@ -234,7 +234,6 @@ class FeatureCache:
                 try:
                     features = self.read(path, key, num_features)
                     self.stats.hits += 1
-                    self.stats.files.append(str(path))
                     log.info("feature cache hit: %s %s %s", split, key.view, path)
                     return features
                 except CacheFileError as e:
@@ -251,7 +250,6 @@ class FeatureCache:
                 self.stats.built += 1
             else:
                 self.stats.rebuilt += 1
-            self.stats.files.append(str(path))
             log.info("feature cache: %s %s features %s written to %s", split, key.view, tuple(features.shape), path)
             return features
 
@@ -265,19 +263,18 @@ class FeatureDataModule(pl.LightningDataModule):
     logits over the views, as it averages over an image and its mirror.
     """
 
-    def __init__(self, images_dm, cache: FeatureCache, backbone: nn.Module, key_args: dict, *,
-                 eval_views: tuple[str, ...] = ("image",), device: str | torch.device = "cpu", channels_last: bool = False):
+    def __init__(self, images_dm, cache: FeatureCache, encoder, key_args: dict, *,
+                 eval_views: tuple[str, ...] = ("image",), device: str | torch.device = "cpu"):
         super().__init__()
         self.images_dm = images_dm
         self.cache = cache
-        self.backbone = backbone
+        self.encoder = encoder  # a Backbone (models/backbone.py)
         self.key_args = key_args  # model, weights, weights_digest, preprocess
         self.eval_views = tuple(eval_views)
         self.device = torch.device(device)
-        self.channels_last = channels_last
         self.batch_size = images_dm.batch_size
         self.eval_batch_size = images_dm.eval_batch_size
-        self.num_features = int(backbone.num_features)
+        self.num_features = int(encoder.num_features)
         self._features: dict[tuple[str, str], torch.Tensor] = {}
         self._data_digests: dict[str, str] = {}  # one hash of each split's images, shared by its views
 
@@ -299,8 +296,7 @@ class FeatureDataModule(pl.LightningDataModule):
                 self._data_digests[split] = tensor_digest(images)
             key = make_key(images=images, view=view, data_digest=self._data_digests[split], **self.key_args)
             build = lambda: extract_features(  # noqa: E731
-                self.backbone, self.images_dm.preprocess, images, batch_size=self.eval_batch_size,
-                view=view, device=self.device, channels_last=self.channels_last,
+                self.encoder, self.images_dm.transform, images, batch_size=self.eval_batch_size, view=view, device=self.device,
             )
             self._features[(split, view)] = self.cache.get_or_build(key, self.num_features, build, split=split)
         return self._features[(split, view)]
@@ -331,7 +327,7 @@ class FeatureDataModule(pl.LightningDataModule):
     def _loader(self, x: torch.Tensor, y: torch.Tensor, shuffle: bool) -> DataLoader:
         return batch_loader(
             x, y, trainer=self.trainer, shuffle=shuffle, seed=self.images_dm.seed,
-            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            batch_size=self.batch_size if shuffle else self.eval_batch_size, field="features",
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -15,7 +15,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transferlab.data.batch import Batch
+
 _MODES = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What an image backbone needs done to its input: size, normalisation, interpolation, crop."""
+
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    in_chans: int = 3
+
+    def as_dict(self) -> dict:
+        return {
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct,
+            "in_chans": self.in_chans,
+        }
+
+    @property
+    def storage_size(self) -> int:
+        """The side images are stored at: a little above the crop, so the eval centre crop sees what timm's does."""
+        return math.floor(self.image_size / self.crop_pct)
 
 
 @dataclass
@@ -92,6 +121,10 @@ class BatchPreprocess(nn.Module):
         grid = F.affine_grid(theta.to(dev), [b, x.shape[1], self.image_size, self.image_size], align_corners=False)
         mode = "bilinear" if self.mode == "nearest" else self.mode
         return F.grid_sample(x, grid, mode=mode, padding_mode="reflection", align_corners=False)
+
+    def apply(self, batch: Batch, train: bool) -> Batch:
+        """The batch with its uint8 images replaced by the model's input."""
+        return batch.with_inputs(images=self(batch.images, train=train))
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, train: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:

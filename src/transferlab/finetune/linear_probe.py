@@ -150,3 +150,17 @@ def load_into_head(head: nn.Module, result: ProbeResult) -> None:
         raise ValueError(f"probe weight {tuple(result.weight.shape)} does not fit the head's {tuple(layer.weight.shape)}")
     layer.weight.copy_(result.weight.to(layer.weight))
     layer.bias.copy_(result.bias.to(layer.bias))
+
+
+def probe_head(head: nn.Module, features, grid, max_iter: int) -> ProbeResult:
+    """Fit the probe on a FeatureDataModule's cached train features (penalty chosen on val, with its
+    test-time views) and load it into the head's linear layer."""
+    linear_layer_of(head)  # an MLP head fails here, before any feature is extracted
+    features.setup("fit")
+    probe = fit_linear_probe(
+        features.features("train"), features.labels("train"), features.eval_features("val"), features.labels("val"),
+        features.num_classes, grid=grid, max_iter=max_iter,
+    )
+    load_into_head(head, probe)
+    log.info("lbfgs probe: weight_decay %g chosen on val (acc %.4f) in %.1f s", probe.weight_decay, probe.val_acc, probe.fit_s)
+    return probe

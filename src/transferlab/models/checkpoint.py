@@ -126,18 +126,18 @@ def read_init_checkpoint(path: str | Path, model_name: str) -> dict:
     return ckpt
 
 
-def init_from_checkpoint(
-    module: nn.Module, ckpt: dict, path: str | Path, *, model_name: str, num_classes: int, classes: list | None, reset_head: bool
-) -> str:
-    """`model.init_from=<ckpt>`: the backbone's weights from an earlier run's checkpoint, and its
-    head too unless `reset_head` (then the head stays freshly initialised). Returns a description
-    for logs and metrics.json."""
-    state = ckpt["state_dict"]
-    backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
-    differs = shape_mismatch(backbone, module.backbone.state_dict())
+def init_backbone_from(model: nn.Module, ckpt: dict, path: str | Path, *, model_name: str) -> None:
+    """`model.init_from=<ckpt>`: the backbone network's weights from an earlier run's checkpoint."""
+    backbone = {k.removeprefix("backbone."): v for k, v in ckpt["state_dict"].items() if k.startswith("backbone.")}
+    differs = shape_mismatch(backbone, model.state_dict())
     if differs is not None:
         raise CheckpointError(f"model.init_from={path}: its backbone does not fit {model_name}: {differs}")
-    module.backbone.load_state_dict(backbone)
+    model.load_state_dict(backbone)
+
+
+def init_head_from(head: nn.Module, ckpt: dict, path: str | Path, *, num_classes: int, classes: list | None, reset_head: bool) -> str:
+    """`model.init_from=<ckpt>`: the head too, unless `reset_head` (then it stays freshly initialised).
+    Returns a description of what was loaded, for logs and metrics.json."""
     if reset_head:
         log.info("model.init_from=%s: backbone loaded; the head is new (model.head.reset=true)", path)
         return f"init_from:{path} (backbone; new head)"
@@ -145,14 +145,14 @@ def init_from_checkpoint(
     problem = head_mismatch(ckpt, path, num_classes, classes)
     if problem is not None:
         raise CheckpointError(f"{problem}: {reset} (or use data that matches)")
-    head = [(k, v) for k, v in state.items() if k.startswith("head.")]
-    mapped = _by_order(head, module.head.state_dict())
+    stored = [(k, v) for k, v in ckpt["state_dict"].items() if k.startswith("head.")]
+    mapped = _by_order(stored, head.state_dict())
     if mapped is None:
         stored_head = ((_stored(ckpt).get("config") or {}).get("model") or {}).get("head") or {}
         raise CheckpointError(
             f"checkpoint {path} has a head of another shape (model.head.type={stored_head.get('type', '?')}, "
             f"hidden={stored_head.get('hidden', '?')}) than this run's: {reset} (or use the same model.head settings)"
         )
-    module.head.load_state_dict(mapped)
+    head.load_state_dict(mapped)
     log.info("model.init_from=%s: backbone and head loaded", path)
     return f"init_from:{path} (backbone and head)"

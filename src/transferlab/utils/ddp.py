@@ -14,8 +14,8 @@ validation accuracy of the epoch that is tested), RunStats' times and the larges
 parameter count; and the CSV logger must go on appending to metrics.csv in trainer.test rather
 than start the file again. `SpawnDDPStrategy` sends those back too: every callback's
 `state_dict()` (ModelCheckpoint's best score, EarlyStopping's counters), what callbacks with
-`rank_zero_state(trainer)` / `load_rank_zero_state(trainer, state)` return (RunStats,
-FinetuneCallback; the feature cache's DataModule the same way), and the CSV loggers' writers.
+`rank_zero_state(trainer)` / `load_rank_zero_state(trainer, state)` return (RunStats; the feature
+cache's DataModule the same way), and the CSV loggers' writers.
 
 SIGTERM to the job's process (a scheduler, a killed sweep) reaches the ranks too: they stop at the
 same step and this process raises SIGTERMException as a 1-process run does (see _forward_sigterm).
@@ -102,6 +102,9 @@ class _RankZeroStateLauncher(_MultiProcessingLauncher):
         # Only a flag: Lightning broadcasts rank 0's at the start of every training batch, so all
         # ranks stop at the same step (eval loops check it per batch).
         signal.signal(_STOP_SIGNAL, lambda signum, frame: setattr(trainer._signal_connector, "received_sigterm", True))
+        # Ctrl-C reaches every process of the terminal's group; the job's process stops the ranks
+        # (engine/policy.py passes it on as SIGTERM), so a rank must not die of it on its own.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             super()._wrapping_function(process_idx, trainer, function, args, kwargs, return_queue, global_states)
         except SIGTERMException:

@@ -27,7 +27,7 @@ class RunStats(Callback):
         self.train_batch_s += time.perf_counter() - self._batch_start
         # The run's throughput: under DDP every rank takes a batch of this size in the same step
         # (the training split is sharded evenly, data/datamodule.py EpochBatches).
-        self.train_images += len(batch[1]) * trainer.world_size
+        self.train_images += len(batch) * trainer.world_size
 
     @property
     def train_images_per_s(self) -> float | None:

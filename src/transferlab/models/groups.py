@@ -1,7 +1,9 @@
-"""Cut a backbone into ordered block groups, bottom (stem) to top (final stage and norm).
+"""Block groups: a backbone cut into ordered parts, bottom (stem) to top (final stage and norm).
 
-timm's `group_matcher(coarse=True)` gives the same notion of "a block" for ResNet, EfficientNet,
-ConvNeXt and ViT, so `unfreeze_top=k` means the same thing on all of them.
+Each backbone supplies the parameter names of its groups from its own matcher (timm's
+`group_matcher(coarse=True)`, which gives the same notion of "a block" for ResNet, EfficientNet,
+ConvNeXt and ViT; a regex per family for text encoders), so `unfreeze_top=k` means the same thing
+on all of them. This module turns those names into groups that know their norm layers.
 """
 
 from __future__ import annotations
@@ -28,17 +30,7 @@ class BlockGroup:
         return sum(p.numel() for p in self.params)
 
 
-def _matcher_groups(model: nn.Module) -> list[list[str]] | None:
-    matcher = getattr(model, "group_matcher", None)
-    if matcher is None:
-        return None
-    from timm.models import group_parameters
-
-    grouped = group_parameters(model, matcher(coarse=True))
-    return [grouped[k] for k in sorted(grouped)]
-
-
-def _children_groups(model: nn.Module) -> list[list[str]]:
+def children_groups(model: nn.Module) -> list[list[str]]:
     # Models without a group matcher (plain torch modules): one group per top-level child with
     # parameters, in registration order, which is forward order for sequential backbones.
     groups: dict[str, list[str]] = {}
@@ -47,8 +39,8 @@ def _children_groups(model: nn.Module) -> list[list[str]]:
     return list(groups.values())
 
 
-def block_groups(model: nn.Module) -> list[BlockGroup]:
-    names = _matcher_groups(model) or _children_groups(model)
+def groups_from_names(model: nn.Module, names: list[list[str]]) -> list[BlockGroup]:
+    """Groups of `model` from its parameter names per group (bottom to top), each with its norm layers."""
     params = dict(model.named_parameters())
     modules = dict(model.named_modules())
     owner = {}

@@ -1,4 +1,4 @@
-"""The LightningModule: a backbone, a new head and the fine-tuning plan that says what trains."""
+"""The LightningModule: a backbone, a new head, and the fine-tuning plan that says what trains."""
 
 from __future__ import annotations
 
@@ -8,51 +8,45 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from transferlab.data.batch import Batch
 from transferlab.errors import DivergedError
 from transferlab.finetune.optim import OptimConfig, build_optimizer, build_scheduler, param_groups
 from transferlab.finetune.plan import FinetunePlan
-from transferlab.models.backbone import count_params
+from transferlab.models.backbone import Backbone, count_params
 from transferlab.models.checkpoint import check_fits
 
 
 class TransferModule(pl.LightningModule):
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         head: nn.Module,
         plan: FinetunePlan,
         optim: OptimConfig,
         num_classes: int,
         label_smoothing: float = 0.0,
         extra_checkpoint_state: dict | None = None,
-        channels_last: bool = True,
         tta_hflip: bool = False,
-        features_input: bool = False,
     ):
         super().__init__()
-        # Batches are cached backbone features ([B, D], or [B, V, D] for V views of each image),
-        # not images: forward() runs the head alone (data/feature_cache.py, strategy=extract).
-        # The backbone stays in the module and its state dict unchanged, so checkpoints still
-        # load in eval.py, which rebuilds the full model and tests it on images.
-        self.features_input = features_input
-        # NHWC convolutions: 1.4-1.8x faster for EfficientNet-Lite0 on this 2-core CPU
-        # (scripts/bench.py), and the usual layout for tensor cores on GPUs.
-        self.channels_last = channels_last
-        # Evaluate on the image and its mirror and average the logits (val and test alike, so the
-        # checkpoint chosen on val is judged the way it is tested).
-        self.tta_hflip = tta_hflip
-        if channels_last:
-            backbone = backbone.to(memory_format=torch.channels_last)
-        self.backbone = backbone
+        # The Backbone knows how to turn a batch into features; its network is registered here as
+        # `backbone`, so checkpoints hold it under backbone.* whatever kind of backbone it is.
+        self.encoder = backbone
+        self.backbone = backbone.model
         self.head = head
         self.plan = plan
+        self.strategy = plan.strategy
+        state = self.strategy.state_module()
+        if state is not None:
+            self.strategy_state = state  # tensors the strategy keeps in checkpoints (L2-SP's starting point)
         self.optim_cfg = optim
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
+        # Evaluate on the image and its mirror and average the logits (val and test alike, so the
+        # checkpoint chosen on val is judged the way it is tested).
+        self.tta_hflip = tta_hflip
         # Saved into every checkpoint so eval.py can rebuild the run (config, class names).
         self.extra_checkpoint_state = extra_checkpoint_state or {}
-        self.finetune_epoch = 0
-        self.max_trainable_params = 0
         self.metrics = nn.ModuleDict(
             {
                 f"{stage}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
@@ -60,32 +54,23 @@ class TransferModule(pl.LightningModule):
                 for name, k in (("acc", 1), ("acc_top5", min(5, num_classes)))
             }
         )
-        self.set_finetune_epoch(0)
-
-    # --- fine-tuning state -------------------------------------------------------------------
-    def set_finetune_epoch(self, epoch: int) -> None:
-        """Called by FinetuneCallback at each epoch start (and on resume)."""
-        self.finetune_epoch = epoch
-        self.plan.apply(self.backbone, epoch, training=self.training)
-        self.max_trainable_params = max(self.max_trainable_params, self.trainable_params())
+        self.plan.apply(self.backbone, training=self.training)
 
     def train(self, mode: bool = True):
         super().train(mode)
         # Module.train() flips every submodule; frozen groups' norm layers must go back to eval.
         if hasattr(self, "plan"):
-            self.plan.apply(self.backbone, self.finetune_epoch, training=mode)
+            self.plan.apply(self.backbone, training=mode)
         return self
 
     def trainable_params(self) -> int:
         return count_params(self, trainable_only=True)
 
     # --- forward and steps ---------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.features_input and x.ndim in (2, 3) and x.is_floating_point():
-            return self._head_on_features(x)
-        if self.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.head(self.backbone(x))
+    def forward(self, batch: Batch) -> torch.Tensor:
+        if batch.features is not None:
+            return self._head_on_features(batch.features)
+        return self.head(self.encoder.features(batch))
 
     def _head_on_features(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 2:
@@ -93,14 +78,20 @@ class TransferModule(pl.LightningModule):
         b, v, d = x.shape  # several views of each image (the image and its mirror): mean of their logits
         return self.head(x.reshape(b * v, d)).view(b, v, -1).mean(1)
 
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self(x)
+    def training_step(self, batch: Batch, batch_idx):
+        logits = self(batch)
+        y = batch.labels
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         if not torch.isfinite(loss):
-            raise DivergedError(self._divergence(loss.item(), x))
+            raise DivergedError(self._divergence(loss.item(), batch.inputs))
         acc = (logits.argmax(-1) == y).float().mean()
         self.log_dict({"train/loss": loss, "train/acc": acc}, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
+        extra = self.strategy.extra_loss(self)
+        if extra is not None:
+            self.log("train/extra_loss", extra, on_step=True, on_epoch=True, batch_size=len(y))
+            loss = loss + extra
+            if not torch.isfinite(loss):
+                raise DivergedError(self._divergence(loss.item(), batch.inputs))
         return loss
 
     def _divergence(self, loss: float, x: torch.Tensor) -> str:
@@ -114,11 +105,11 @@ class TransferModule(pl.LightningModule):
             f"lower strategy.lr (now {self.plan.config.lr:g}), or check the data"
         )
 
-    def _eval_step(self, stage: str, batch) -> None:
-        x, y = batch
-        logits = self(x)
-        if self.tta_hflip and x.ndim == 4:
-            logits = (logits + self(x.flip(-1))) / 2
+    def _eval_step(self, stage: str, batch: Batch) -> None:
+        logits = self(batch)
+        if self.tta_hflip and batch.images is not None:
+            logits = (logits + self(batch.with_inputs(images=batch.images.flip(-1)))) / 2
+        y = batch.labels
         loss = F.cross_entropy(logits, y)
         for name in ("acc", "acc_top5"):
             metric = self.metrics[f"{stage}_{name}"]
@@ -134,8 +125,7 @@ class TransferModule(pl.LightningModule):
         self._eval_step("test", batch)
 
     def predict_step(self, batch, batch_idx):
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(x).softmax(-1)
+        return self(batch).softmax(-1)
 
     # --- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -143,7 +133,8 @@ class TransferModule(pl.LightningModule):
         optimizer = build_optimizer(self.optim_cfg, groups)
         total = int(self.trainer.estimated_stepping_batches)
         epochs = max(1, self.trainer.max_epochs or 1)
-        scheduler = build_scheduler(optimizer, self.plan, units, self.optim_cfg, steps_per_epoch=max(1, total // epochs), total_steps=total)
+        clock = self.optim_cfg.clock(steps_per_epoch=max(1, total // epochs), total_steps=total)
+        scheduler = build_scheduler(optimizer, self.plan, units, clock)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -15,7 +15,6 @@ without training; if it left a last.ckpt, the job continues from it; otherwise i
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from transferlab.config.overrides import parse, read_overrides
 from transferlab.errors import CheckpointError
-from transferlab.config.overrides import read_overrides
+from transferlab.record import read_record
 
 log = logging.getLogger(__name__)
 
@@ -43,26 +43,13 @@ class ResumePoint:
     finished: dict | None = None  # auto_resume: the earlier job completed; its metrics.json
 
 
-def _key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0]
-
-
 def _identity(override: str) -> bool:
-    key = _key(override)
-    return not any(key == k or key.startswith(k + ".") for k in _NOT_IDENTITY)
+    return not parse(override).under(*_NOT_IDENTITY)
 
 
 def job_identity(overrides: list[str]) -> tuple[str, ...]:
     """What makes a sweep job the job it is: its overrides, less the ones about where and how it runs."""
     return tuple(sorted(o for o in overrides if _identity(o)))
-
-
-def _status(run_dir: Path) -> tuple[str | None, dict | None]:
-    try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        return metrics.get("status"), metrics
-    except (OSError, ValueError, AttributeError):
-        return None, None
 
 
 def _runs_of_task(log_dir: Path, task_name: str) -> list[Path]:
@@ -112,9 +99,9 @@ def find_previous_job(cfg: DictConfig, overrides: list[str]) -> ResumePoint:
         theirs = read_overrides(run_dir)
         if theirs is None or job_identity(theirs) != me:
             continue
-        status, metrics = _status(run_dir)
-        if status == "completed" and metrics is not None:
-            return ResumePoint(source_dir=run_dir, finished=metrics)
+        record = read_record(run_dir)
+        if record is not None and record.completed:
+            return ResumePoint(source_dir=run_dir, finished=record.to_dict())
         if (run_dir / LAST).is_file():
             return ResumePoint(checkpoint=run_dir / LAST, source_dir=run_dir)
     return ResumePoint()
@@ -155,7 +142,7 @@ def resumed_config(cfg: DictConfig, ckpt: dict, path: Path, overrides: list[str]
     plain = lambda v: OmegaConf.to_container(v, resolve=False) if OmegaConf.is_config(v) else v  # noqa: E731
     conflicts = []
     for o in overrides:
-        key = _key(o)
+        key = parse(o).key
         if key.split(".")[0] in IDENTITY_KEYS and _identity(o):
             mine, theirs = OmegaConf.select(cfg, key, default=None), OmegaConf.select(stored, key, default=None)
             if plain(mine) != plain(theirs):
@@ -171,7 +158,7 @@ def resumed_config(cfg: DictConfig, ckpt: dict, path: Path, overrides: list[str]
             if key in _ALWAYS_CURRENT or key not in resumed:
                 resumed[key] = cfg[key]
         for o in overrides:
-            key = _key(o)
+            key = parse(o).key
             top = key.split(".")[0]
             if top in IDENTITY_KEYS or top in _ALWAYS_CURRENT or top not in cfg or o.startswith("~"):
                 continue  # identity parts agree already; global-package groups are in the stored config
@@ -185,3 +172,26 @@ def stored_choices(ckpt: dict) -> dict[str, Any]:
 
 def stored_wandb_id(ckpt: dict) -> str | None:
     return (ckpt.get("transferlab") or {}).get("wandb_id")
+
+
+def epochs_done(ckpt: dict) -> int:
+    """How many epochs the checkpoint's run had finished when it was written."""
+    try:
+        return int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError, ValueError):
+        return int(ckpt.get("epoch", -1)) + 1
+
+
+def refuse_finished(cfg: DictConfig, ckpt: dict, point: ResumePoint) -> None:
+    """A finished run that already trained every epoch asked of it has nothing to resume: it would
+    only write a second record of the same run (and a report would count its seed twice). One that
+    trained them all but was stopped before it recorded them (killed while testing) is only tested."""
+    done, wanted = epochs_done(ckpt), int(cfg.trainer.max_epochs)
+    earlier = read_record(point.source_dir) if point.source_dir is not None else None
+    if done >= wanted and earlier is not None and earlier.completed:
+        where = point.source_dir or point.checkpoint
+        raise CheckpointError(
+            f"{where} already trained its {done} epochs (trainer.max_epochs={wanted}), so there is nothing to resume; "
+            f"its results are in its metrics.json: pass trainer.max_epochs=<more than {done}> to train it longer, "
+            "or start a new run without ckpt_path"
+        )

@@ -1,0 +1,208 @@
+"""Range checks for every number and choice a user sets, run once where the config is read.
+
+A value out of range never reaches Lightning or torch: `data.batch_size=0` is a ZeroDivisionError
+deep in a loader, `strategy.lr=-1` is gradient ascent recorded as a finished run, `data.image_size=0`
+silently trains at the model's default size. `RULES` holds the keys of the run config; each
+strategy's own knobs carry their rule in their dataclass field (`rule(...)` metadata), checked by
+`check_dataclass`. tests/test_config_checks.py feeds every rule the values just outside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from omegaconf import DictConfig, OmegaConf
+
+from transferlab.errors import ConfigError
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str  # int | float | bool | str | pair (two floats, low <= high) | int_list (increasing) | float_list
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the low end itself is outside the range
+    high_open: bool = False
+    choices: tuple | None = None
+    nullable: bool = False
+    length: int | None = None  # lists: exactly this many entries
+    hint: str = ""  # the fix, where the range alone does not say it
+
+    # --- describing -----------------------------------------------------------------------------
+    def _interval(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return ""
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            text = "one of " + ", ".join(str(c) for c in self.choices)
+        elif self.kind == "bool":
+            text = "true or false"
+        elif self.kind == "pair":
+            text = f"two numbers [low, high] with low <= high, each {self._interval()}".rstrip(", each")
+        elif self.kind in ("int_list", "float_list"):
+            what = "whole numbers" if self.kind == "int_list" else "numbers"
+            order = ", increasing" if self.kind == "int_list" else ""
+            count = f"{self.length} " if self.length is not None else ""
+            text = f"a list of {count}{what}{order}" + (f", each {self._interval()}" if self._interval() else "")
+        else:
+            what = "a whole number" if self.kind == "int" else ("a number" if self.kind == "float" else "a string")
+            text = f"{what} {self._interval()}".strip()
+        return f"null or {text}" if self.nullable else text
+
+    # --- checking -------------------------------------------------------------------------------
+    def _number_ok(self, v: Any, integer: bool) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        if integer and not isinstance(v, int):
+            return False
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
+            return False
+        if self.high is not None and (v > self.high or (self.high_open and v == self.high)):
+            return False
+        return True
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable
+        if self.choices is not None:
+            return value in self.choices
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "str":
+            return isinstance(value, str) and bool(value)
+        if self.kind in ("int", "float"):
+            return self._number_ok(value, self.kind == "int")
+        if not isinstance(value, (list, tuple)):
+            return False
+        if self.kind == "pair":
+            return len(value) == 2 and all(self._number_ok(v, False) for v in value) and value[0] <= value[1]
+        integer = self.kind == "int_list"
+        if self.length is not None and len(value) != self.length:
+            return False
+        if not all(self._number_ok(v, integer) for v in value):
+            return False
+        return not integer or list(value) == sorted(set(value))
+
+    def check(self, key: str, value: Any) -> None:
+        if not self.accepts(value):
+            hint = f" ({self.hint})" if self.hint else ""
+            raise ConfigError(f"{key}={_show(value)} is outside its range: use {self.describe()}{hint}")
+
+    # --- for the table-driven test --------------------------------------------------------------
+    def bad_values(self) -> list:
+        """Values just outside this rule, one per way of being wrong."""
+        if self.choices is not None:
+            return ["not-a-choice", *([] if self.nullable else [None])]
+        bad: list = [] if self.nullable else [None]
+        if self.kind == "bool":
+            return bad + ["yes-please", 2]
+        if self.kind == "str":
+            return bad + [""]
+        step = 1 if self.kind in ("int", "int_list") else 1e-3
+        edges = []
+        if self.low is not None:
+            edges.append(self.low if self.low_open else self.low - step)
+        if self.high is not None:
+            edges.append(self.high if self.high_open else self.high + step)
+        if self.kind in ("int", "float"):
+            bad += [*edges, "abc"]
+            if self.kind == "int":
+                bad.append(2.5)
+            return bad
+        if self.kind == "pair":
+            lo = self.low if self.low is not None else 0.0
+            hi = self.high if self.high is not None else lo + 1.0
+            return bad + [[hi, lo] if hi > lo else [lo + 1, lo], [lo], "abc"] + [[e, e] for e in edges]
+        size = self.length or 1
+        bad += [[e] * size for e in edges] + ["abc"]
+        if self.length is not None:
+            bad.append([0.5] * (self.length + 1))
+        if self.kind == "int_list":
+            bad.append([2, 1])
+        return bad
+
+
+def rule(kind: str, **kw) -> dict:
+    """Field metadata for a dataclass knob: `lr: float = field(default=1e-3, metadata=rule("float", low=0, low_open=True))`."""
+    return {"rule": Rule(kind, **kw)}
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else (repr(value) if isinstance(value, str) else str(value))
+
+
+def check_dataclass(obj: Any, prefix: str) -> None:
+    """Every field of `obj` that carries a rule, against its rule."""
+    for f in dataclasses.fields(obj):
+        r = f.metadata.get("rule")
+        if r is not None:
+            r.check(f"{prefix}.{f.name}", getattr(obj, f.name))
+
+
+def rules_of(cls: type) -> dict[str, Rule]:
+    return {f.name: f.metadata["rule"] for f in dataclasses.fields(cls) if "rule" in f.metadata}
+
+
+_FRACTION = dict(low=0.0, high=1.0, low_open=True)
+_EPOCHS_HINT = (
+    "transferlab's learning-rate schedules need a known number of epochs, so Lightning's -1 (no limit) is "
+    "not supported; stop earlier with callbacks.early_stopping"
+)
+
+# The run config's own keys (strategy knobs live with their strategy, data source arguments with their source).
+RULES: dict[str, Rule] = {
+    "seed": Rule("int", low=0),
+    "data.batch_size": Rule("int", low=1),
+    "data.eval_batch_size": Rule("int", low=1, nullable=True),
+    "data.image_size": Rule("int", low=16, nullable=True, hint="null uses the model's own input size"),
+    "data.crop_pct": Rule("float", nullable=True, **_FRACTION),
+    "data.num_workers": Rule("int", low=0),
+    "data.samples_per_class": Rule("int", low=1, nullable=True),
+    "data.train_fraction": Rule("float", nullable=True, **_FRACTION),
+    "data.val_per_class": Rule("int", low=0, nullable=True),
+    "data.val_fraction": Rule("float", nullable=True, low=0.0, high=1.0, low_open=True, high_open=True),
+    "data.eval_hflip": Rule("bool"),
+    "data.augment.enabled": Rule("bool"),
+    "data.augment.scale": Rule("pair", low=0.0, high=1.0, low_open=True),
+    "data.augment.ratio": Rule("pair", low=0.0, low_open=True),
+    "data.augment.hflip": Rule("float", low=0.0, high=1.0),
+    "trainer.max_epochs": Rule("int", low=1, hint=_EPOCHS_HINT),
+    "optim.name": Rule("str", choices=("adamw", "sgd")),
+    "optim.schedule": Rule("str", choices=("cosine", "constant")),
+    "optim.weight_decay": Rule("float", low=0.0),
+    "optim.momentum": Rule("float", low=0.0, high=1.0, high_open=True),
+    "optim.betas": Rule("float_list", length=2, low=0.0, high=1.0, high_open=True),
+    "optim.warmup_epochs": Rule("float", low=0.0),
+    "optim.min_lr_ratio": Rule("float", low=0.0, high=1.0),
+    "optim.label_smoothing": Rule("float", low=0.0, high=1.0, high_open=True),
+    "model.head.type": Rule("str", choices=("linear", "mlp")),
+    "model.head.hidden": Rule("int", low=1),
+    "model.head.dropout": Rule("float", low=0.0, high=1.0, high_open=True),
+    "model.drop_path_rate": Rule("float", low=0.0, high=1.0, high_open=True),
+    "model.channels_last": Rule("bool"),
+}
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def check_config(cfg: DictConfig, keys: Iterable[str] | None = None) -> None:
+    """Each key of RULES that the config has, against its rule; ConfigError on the first one out of range."""
+    for key in keys or RULES:
+        value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=True)
+        if value is not _MISSING:
+            RULES[key].check(key, _plain(value))

@@ -1,0 +1,44 @@
+"""The batch every loader yields and every model step takes: labels plus exactly one kind of input.
+
+Images arrive as uint8 and leave the per-batch transform as normalised floats; cached features are
+what a frozen backbone produced ([B, D], or [B, V, D] for V views of each image). The model reads
+the field that is set, so nothing downstream guesses the input's kind from its shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+
+@dataclass
+class Batch:
+    labels: torch.Tensor | None = None  # int64 [B]; None for inputs without labels (prediction, extraction)
+    images: torch.Tensor | None = None  # uint8 [B, C, H, W] from a loader; float after the transform
+    features: torch.Tensor | None = None  # float [B, D] or [B, V, D]: cached backbone features
+    input_ids: torch.Tensor | None = None  # int64 [B, T]: token ids
+    attention_mask: torch.Tensor | None = None  # [B, T]: 1 for tokens, 0 for padding
+
+    def __post_init__(self) -> None:
+        inputs = [f.name for f in fields(self) if f.name not in ("labels", "attention_mask") and getattr(self, f.name) is not None]
+        if len(inputs) != 1:
+            raise ValueError(f"a Batch carries exactly one kind of input, got {inputs or 'none'}")
+
+    def __len__(self) -> int:
+        return len(self.labels) if self.labels is not None else len(self.inputs)
+
+    @property
+    def kind(self) -> str:
+        return next(f.name for f in fields(self) if f.name not in ("labels", "attention_mask") and getattr(self, f.name) is not None)
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        return getattr(self, self.kind)
+
+    def with_inputs(self, **changes) -> "Batch":
+        return replace(self, **changes)
+
+    def pin_memory(self) -> "Batch":
+        # DataLoader's pin_memory calls this on objects it does not know.
+        return Batch(**{f.name: (v.pin_memory() if isinstance(v, torch.Tensor) else v) for f in fields(self) for v in [getattr(self, f.name)]})

@@ -1,0 +1,123 @@
+"""Loaders of in-memory splits: whole batches by index, in an order fixed by (seed, epoch).
+
+A batch is gathered with one index per tensor (no per-sample Python), and under DDP each rank takes
+its own share of every step's batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from transferlab.data.batch import Batch
+from transferlab.errors import ConfigError
+
+
+class InMemoryBatches(Dataset):
+    """Indexed by a list of indices (a whole batch), so a batch is two tensor gathers.
+
+    `inputs` fill the Batch field `field`: uint8 "images", or cached "features" (data/feature_cache.py).
+    """
+
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, field: str = "images"):
+        self.inputs, self.labels, self.field = inputs, labels, field
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index) -> Batch:
+        index = torch.as_tensor(index, dtype=torch.long)
+        return Batch(labels=self.labels[index], **{self.field: self.inputs[index]})
+
+
+class EpochBatches(Sampler[list[int]]):
+    """Index batches whose order is a pure function of (seed, epoch), sharded over DDP ranks.
+
+    A resumed run (or a re-run of the same command) sees the very same batches in every epoch, which
+    a sampler drawing from the global RNG cannot promise once the run restarts mid-training.
+    Lightning calls set_epoch() before each epoch. Under DDP each rank takes every world_size-th
+    index of the epoch's order: the training split drops the tail so every rank takes the same
+    number of steps (DDP needs it); eval splits pad with the first indices instead (like
+    DistributedSampler), so every image is scored.
+    """
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
+        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> torch.Tensor:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.size, generator=g)
+        else:
+            order = torch.arange(self.size)
+        if self.world_size > 1:
+            if self.shuffle:
+                order = order[: self.size - self.size % self.world_size]
+            elif self.size % self.world_size:
+                order = torch.cat([order, order[: self.world_size - self.size % self.world_size]])
+            order = order[self.rank :: self.world_size]
+        return order
+
+    def _count(self) -> int:
+        """Indices this rank takes per epoch (the length of _indices(), without drawing them)."""
+        if self.world_size == 1:
+            n = self.size
+        else:
+            n = self.size // self.world_size if self.shuffle else math.ceil(self.size / self.world_size)
+        # A last training batch of one image breaks BatchNorm; drop it (and only it).
+        return n - 1 if self.shuffle and n % self.batch_size == 1 and n > 1 else n
+
+    def __iter__(self):
+        order, n = self._indices(), self._count()
+        for start in range(0, n, self.batch_size):
+            yield order[start : min(start + self.batch_size, n)].tolist()
+
+    def __len__(self) -> int:
+        return math.ceil(self._count() / self.batch_size)
+
+
+def rank_batch_size(batch_size: int, world_size: int, train: bool) -> int:
+    """One rank's share of a global batch: data.batch_size is the batch of one optimizer step.
+
+    With rank r taking every world_size-th index (EpochBatches), the ranks' shards of step k are
+    exactly batch k of a 1-process run, so DDP changes neither the number of steps nor the
+    gradient (the mean over the global batch), and the lr needs no rescaling. Training batches
+    must split evenly for that; eval batch sizes only bound memory, so they round up.
+    """
+    if world_size == 1:
+        return batch_size
+    if train and batch_size % world_size:
+        raise ConfigError(
+            f"data.batch_size={batch_size} is the global batch and must split evenly over the {world_size} DDP "
+            f"processes: use a multiple of {world_size}"
+        )
+    return max(1, math.ceil(batch_size / world_size))
+
+
+def batch_loader(
+    inputs: torch.Tensor, labels: torch.Tensor, *, trainer: pl.Trainer | None, batch_size: int, shuffle: bool, seed: int,
+    num_workers: int = 0, pin_memory: bool = False, field: str = "images",
+) -> DataLoader:
+    """A DataLoader of whole in-memory batches in EpochBatches order, this rank's share under DDP.
+
+    The sampler yields whole batches (batch_size=None): one gather per batch. It shards itself, so
+    the DDP trainer configs set use_distributed_sampler=false.
+    """
+    rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+    batches = EpochBatches(
+        len(labels), rank_batch_size(batch_size, world, train=shuffle), shuffle=shuffle, seed=seed, rank=rank, world_size=world,
+    )
+    return DataLoader(
+        InMemoryBatches(inputs, labels, field), sampler=batches, batch_size=None,
+        num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory,
+    )

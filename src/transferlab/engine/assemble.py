@@ -1,0 +1,233 @@
+"""Assemble a run from its config: strategy, backbone, data, head, plan, module, trainer.
+
+Shared by train.py, eval.py and the benchmarks. The order matters and is fixed here: the config is
+checked before anything loads; the backbone gets its final weights (model.weights, or
+model.init_from) before the strategy prepares it (adapters, L2-SP's starting point) and before its
+block groups are cut; the global seed is set first, so the same config builds the same run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from transferlab.config.checks import check_config
+from transferlab.data.datamodule import TransferDataModule
+from transferlab.data.feature_cache import FeatureCache, FeatureDataModule, state_dict_digest
+from transferlab.data.loaders import rank_batch_size
+from transferlab.data.transforms import AugmentConfig
+from transferlab.errors import ConfigError
+from transferlab.finetune.callback import FinetuneCallback
+from transferlab.finetune.optim import OptimConfig
+from transferlab.finetune.plan import FinetunePlan
+from transferlab.finetune.strategies import Strategy, build_strategy
+from transferlab.engine.module import TransferModule
+from transferlab.models.backbone import Backbone, build_backbone, count_params
+from transferlab.models.checkpoint import init_backbone_from, init_head_from, read_init_checkpoint
+from transferlab.models.heads import build_head
+from transferlab.utils.devices import held_devices
+
+log = logging.getLogger(__name__)
+
+
+def plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+
+
+def debug_run(cfg: DictConfig) -> bool:
+    """fast_dev_run or overfit_batches: a check that the run works, not an experiment."""
+    t = cfg.trainer
+    return bool(t.get("fast_dev_run")) or bool(t.get("overfit_batches"))
+
+
+def planned_epochs(cfg: DictConfig) -> int | None:
+    """The epochs the run will train, for the schedule checks; None for debug runs."""
+    return None if debug_run(cfg) else int(cfg.trainer.max_epochs)
+
+
+def make_strategy(cfg: DictConfig) -> Strategy:
+    strategy = build_strategy(plain(cfg.strategy))
+    strategy.check_run(planned_epochs(cfg), str(cfg.model.head.type))
+    return strategy
+
+
+def optim_config(cfg: DictConfig) -> OptimConfig:
+    values = plain(cfg.optim)
+    values.pop("label_smoothing", None)
+    return OptimConfig(**values)
+
+
+def make_backbone(cfg: DictConfig, weights: str) -> Backbone:
+    m = cfg.model
+    return build_backbone(
+        str(m.get("backbone", "timm")),
+        name=str(m.name),
+        weights=weights,
+        image_size=cfg.data.get("image_size"),
+        crop_pct=cfg.data.get("crop_pct"),
+        drop_path_rate=float(m.get("drop_path_rate") or 0.0),
+        channels_last=bool(m.get("channels_last", True)),
+    )
+
+
+def make_datamodule(cfg: DictConfig, backbone: Backbone) -> TransferDataModule:
+    d = cfg.data
+    augment = AugmentConfig(**plain(d.augment)) if d.get("augment") else None
+    return TransferDataModule(
+        source=str(d.source),
+        transform=backbone.batch_transform(augment),
+        source_args=plain(d.get("source_args")),
+        storage_size=backbone.storage_size,
+        samples_per_class=d.get("samples_per_class"),
+        train_fraction=d.get("train_fraction"),
+        val_per_class=d.get("val_per_class"),
+        val_fraction=d.get("val_fraction"),
+        batch_size=int(d.batch_size),
+        eval_batch_size=int(d.get("eval_batch_size") or d.batch_size),
+        num_workers=int(d.get("num_workers") or 0),
+        seed=int(d.get("seed", cfg.seed)),
+    )
+
+
+@dataclass
+class Run:
+    backbone: Backbone
+    datamodule: TransferDataModule
+    strategy: Strategy
+    module: TransferModule
+
+
+def make_run(cfg: DictConfig, weights: str | None = None, init: bool = True) -> Run:
+    """Everything but the trainer. `weights` overrides the source (eval.py and resume pass "none": the
+    checkpoint's tensors replace them). `init=False` skips model.init_from for the same reason."""
+    check_config(cfg)
+    strategy = make_strategy(cfg)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    init_path = cfg.model.get("init_from") if init else None
+    init_ckpt = None
+    if init_path:
+        if not strategy.config.pretrained:
+            raise ConfigError(f"model.init_from={init_path} with strategy={strategy.name}, which trains from random init: drop one of them")
+        init_ckpt = read_init_checkpoint(init_path, str(cfg.model.name))  # before any data loads
+        weights = "none"  # the checkpoint's tensors replace whatever model.weights would load
+    if weights is None:
+        weights = str(cfg.model.weights) if strategy.config.pretrained else "none"
+    backbone = make_backbone(cfg, weights)
+    if init_ckpt is not None:
+        init_backbone_from(backbone.model, init_ckpt, init_path, model_name=str(cfg.model.name))
+    strategy.prepare(backbone)
+    datamodule = make_datamodule(cfg, backbone)
+    datamodule.setup()
+    head_cfg = cfg.model.head
+    head = build_head(
+        str(head_cfg.type), backbone.num_features, datamodule.num_classes,
+        hidden=int(head_cfg.get("hidden") or 256), dropout=float(head_cfg.get("dropout") or 0.0),
+    )
+    if init_ckpt is not None:
+        backbone.weights = init_head_from(
+            head, init_ckpt, init_path, num_classes=datamodule.num_classes, classes=datamodule.classes,
+            reset_head=bool(head_cfg.get("reset", False)),
+        )
+    plan = FinetunePlan(strategy, backbone.block_groups(), head)
+    plan.check_reachable(planned_epochs(cfg))
+    log.info("plan %s", plan.describe())
+    module = TransferModule(
+        backbone=backbone,
+        head=head,
+        plan=plan,
+        optim=optim_config(cfg),
+        num_classes=datamodule.num_classes,
+        label_smoothing=float(cfg.optim.get("label_smoothing") or 0.0),
+        tta_hflip=bool(cfg.data.get("eval_hflip", False)),
+        extra_checkpoint_state={
+            "config": OmegaConf.to_container(cfg, resolve=False),
+            "classes": datamodule.classes,
+            "weights": backbone.weights,
+        },
+    )
+    log.info("parameters: %s total, %s trainable at start", f"{count_params(module):,}", f"{module.trainable_params():,}")
+    return Run(backbone, datamodule, strategy, module)
+
+
+# --- the trainer ---------------------------------------------------------------------------------
+# Keys of the trainer config that are ours, not pl.Trainer's (they ride with the device choice).
+TRAINER_EXTRA_KEYS = ("compile",)
+
+
+def instantiate_trainer(cfg: DictConfig, **kwargs) -> pl.Trainer:
+    trainer_cfg = {k: v for k, v in plain(cfg.trainer).items() if k not in TRAINER_EXTRA_KEYS}
+    return hydra.utils.instantiate(trainer_cfg, **kwargs)
+
+
+def make_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] = (), logger: bool = True) -> pl.Trainer:
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks += [FinetuneCallback(), *extra_callbacks]
+    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c] if logger else False
+    trainer = instantiate_trainer(cfg, callbacks=callbacks, logger=loggers)
+    _check_devices(cfg, trainer)
+    return trainer
+
+
+def finetune_callback(trainer: pl.Trainer) -> FinetuneCallback:
+    return next(cb for cb in trainer.callbacks if isinstance(cb, FinetuneCallback))
+
+
+def maybe_compile(cfg: DictConfig, module: TransferModule) -> None:
+    """trainer.compile=true: torch.compile the backbone in place (state-dict keys unchanged, so
+    checkpoints stay loadable without it). Pays off on GPUs after the first, slower steps."""
+    if cfg.trainer.get("compile"):
+        log.info("torch.compile: compiling the backbone (the first steps are slow)")
+        module.backbone.compile()
+
+
+def _check_devices(cfg: DictConfig, trainer: pl.Trainer) -> None:
+    held = held_devices()
+    if held and len(held) != trainer.num_devices:
+        # A held device the trainer leaves idle is one no other sweep job can use.
+        raise ConfigError(
+            f"the device pool holds {len(held)} devices for this job ({','.join(held)}) but the trainer uses "
+            f"{trainer.num_devices}: use trainer=ddp_cpu or trainer=ddp (they take the pool's count), or set "
+            f"hydra.callbacks.device_pool.devices_per_job={trainer.num_devices}"
+        )
+    if trainer.world_size > 1:
+        per_rank = rank_batch_size(int(cfg.data.batch_size), trainer.world_size, train=True)  # fails here, not in a rank
+        log.info(
+            "DDP: %d processes on %s; data.batch_size=%d is the global batch, %d per process",
+            trainer.world_size, type(trainer.accelerator).__name__.replace("Accelerator", ""), int(cfg.data.batch_size), per_rank,
+        )
+
+
+# --- cached features (extract's fast path, the probe of lp_ft and extract's lbfgs) ----------------
+def _extraction_device(cfg: DictConfig) -> torch.device:
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def make_feature_datamodule(cfg: DictConfig, run: Run) -> FeatureDataModule:
+    """The frozen backbone's eval features of every split, cached under paths.cache_dir."""
+    images = run.datamodule
+    if run.strategy.feature_cache and images.transform.augment.enabled:
+        log.info(
+            "strategy.feature_cache=true: train-time augmentation (data.augment) is off for this run; "
+            "each split's features are computed once, with the eval preprocessing and the backbone in eval mode"
+        )
+    key_args = {
+        "model": run.backbone.name,
+        "weights": run.backbone.weights,
+        "weights_digest": state_dict_digest(run.backbone.model),
+        "preprocess": run.backbone.input_spec(),
+    }
+    cache = FeatureCache(cfg.paths.cache_dir)
+    log.info("feature cache: %s", cache.root)
+    return FeatureDataModule(
+        images, cache, run.backbone, key_args,
+        eval_views=("image", "hflip") if run.module.tta_hflip else ("image",),
+        device=_extraction_device(cfg),
+    )

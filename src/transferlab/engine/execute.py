@@ -1,0 +1,98 @@
+"""Run an assembled experiment: the strategy's first phase, the training loop, the test.
+
+What happened comes back as an `Outcome`; recording.py turns it into the run record.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning.pytorch as pl
+from omegaconf import DictConfig
+
+from transferlab.data.feature_cache import FeatureDataModule
+from transferlab.engine.assemble import Run, finetune_callback, make_feature_datamodule, make_trainer, planned_epochs
+from transferlab.utils.run_stats import RunStats
+
+log = logging.getLogger(__name__)
+
+# The first phase's summary rides in checkpoints, so a run resumed after it reports it too.
+FIRST_PHASE_KEY = "first_phase"
+
+
+@dataclass
+class Outcome:
+    val: dict
+    test: dict
+    best_checkpoint: str | None
+    stats: RunStats
+    test_s: float = 0.0
+    features: FeatureDataModule | None = None
+    first_phase: dict | None = None
+    trained: dict = field(default_factory=dict)
+    max_trainable_params: int = 0
+    global_zero: bool = True  # this process writes the record (under DDP the job's process does)
+
+
+def _metrics(results: dict, stage: str) -> dict:
+    return {k.split("/", 1)[1]: float(v) for k, v in results.items() if k.startswith(f"{stage}/")}
+
+
+def _trained(run: Run, trainer: pl.Trainer, cfg: DictConfig, fitted: bool, first_phase: dict | None) -> tuple[dict, int]:
+    """What trained: optimizer steps per unit, and the units the strategy planned that took none."""
+    cb = finetune_callback(trainer)
+    epochs = planned_epochs(cfg)
+    planned = [u.name for u in run.module.plan.units() if fitted and (epochs is None or u.unfreeze_epoch < epochs)]
+    trained = {
+        "optimizer_steps": cb.optimizer_steps,
+        "units": dict(sorted(cb.unit_steps.items())),
+        "untrained": [u for u in planned if cb.unit_steps.get(u, 0) == 0],
+    }
+    if first_phase is not None:
+        trained["first_phase"] = first_phase.get("solver", "first phase")
+    return trained, cb.max_trainable_params or run.module.trainable_params()
+
+
+def fit_and_test(cfg: DictConfig, run: Run, resume_from: Path | None = None) -> Outcome:
+    strategy, module = run.strategy, run.module
+    features = make_feature_datamodule(cfg, run) if strategy.feature_cache or strategy.has_first_phase else None
+    stats = RunStats()
+    trainer = make_trainer(cfg, [stats])
+
+    first_phase = module.extra_checkpoint_state.get(FIRST_PHASE_KEY)
+    if strategy.has_first_phase and first_phase is None:  # a resumed run's weights already hold it
+        result = strategy.first_phase(module.head, features)
+        first_phase = result.summary() if hasattr(result, "summary") else result
+        module.extra_checkpoint_state[FIRST_PHASE_KEY] = first_phase
+
+    loop_data = features if strategy.feature_cache else run.datamodule
+    if strategy.fits:
+        trainer.fit(module, datamodule=loop_data, ckpt_path=str(resume_from) if resume_from is not None else None)
+        val = _metrics(trainer.callback_metrics, "val")
+        checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        if checkpoint is not None and checkpoint.best_model_score is not None:
+            val["acc"] = float(checkpoint.best_model_score)  # the epoch whose weights are tested
+    else:
+        # The first phase was the whole training: its checkpoint is the one tested.
+        results = trainer.validate(module, datamodule=loop_data, verbose=False)
+        val = _metrics(results[0] if results else {}, "val")
+        best = str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+        trainer.save_checkpoint(best)
+        stats.fit_s = (first_phase or {}).get("fit_s", 0.0)
+    # Read before testing: test's ckpt_path restores the callbacks' state of the best epoch.
+    trained, max_trainable = _trained(run, trainer, cfg, strategy.fits, first_phase)
+
+    test, test_s = {}, 0.0
+    if cfg.get("test", True):
+        t0 = time.perf_counter()
+        results = trainer.test(module, datamodule=loop_data, ckpt_path=best or None, verbose=False)
+        test_s = time.perf_counter() - t0
+        test = _metrics(results[0] if results else {}, "test")
+    return Outcome(
+        val=val, test=test, best_checkpoint=best or None, stats=stats, test_s=test_s, features=features,
+        first_phase=first_phase, trained=trained, max_trainable_params=max_trainable, global_zero=trainer.is_global_zero,
+    )

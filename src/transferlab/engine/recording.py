@@ -1,0 +1,164 @@
+"""The run record of one run (record.py's schema), built from its config and what happened.
+
+A record is `completed` only if the run trained what its strategy says: every unit the plan meant
+to train took an optimizer step, and the checkpoint it tested is one it wrote. Debug runs
+(fast_dev_run, overfit_batches) are recorded as `debug`: they check that a setup runs, they are
+not results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from transferlab import CONFIG_DIR
+from transferlab.engine.assemble import Run, debug_run
+from transferlab.engine.execute import Outcome
+from transferlab.errors import output_error
+from transferlab.models.backbone import count_params
+from transferlab.record import COMPLETED, FAILED, Params, RunConfig, RunRecord, Timing
+from transferlab.utils.provenance import provenance
+
+log = logging.getLogger(__name__)
+
+DEBUG = "debug"
+
+
+def _get(node: Any, key: str) -> Any:
+    try:
+        value = node.get(key) if node is not None else None
+    except Exception:  # an interpolation that cannot resolve: the record of a failure must still be written
+        return None
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
+def run_config(cfg: DictConfig, choices: dict, run: Run | None = None) -> RunConfig:
+    """The values a table of runs is grouped by, read without casting: a run that failed on a bad
+    value records the value as given."""
+    model, data, strategy_cfg = cfg.get("model"), cfg.get("data"), cfg.get("strategy")
+    pretrained = _get(strategy_cfg, "pretrained")
+    strategy = run.strategy if run is not None else None
+    return RunConfig(
+        model=choices.get("model", _get(model, "name")),
+        model_name=_get(model, "name"),
+        modality=run.backbone.modality if run is not None else None,
+        weights=_get(model, "weights") if pretrained is not False else "none",
+        strategy=_get(strategy_cfg, "name"),
+        variant=strategy.variant if strategy is not None else None,
+        data=choices.get("data", _get(data, "source")),
+        samples_per_class=_get(data, "samples_per_class"),
+        train_fraction=_get(data, "train_fraction"),
+        train_size=run.datamodule.split_sizes().get("train") if run is not None else None,
+        image_size=_get(data, "image_size"),
+        seed=_get(cfg, "seed"),
+        max_epochs=_get(cfg.get("trainer"), "max_epochs"),
+        lr=_get(strategy_cfg, "lr"),
+        decay=_get(strategy_cfg, "decay"),
+        unfreeze_top=_get(strategy_cfg, "unfreeze_top"),
+        solver=_get(strategy_cfg, "solver"),
+        strategy_args=strategy.knobs() if strategy is not None else {},
+    )
+
+
+def _status(cfg: DictConfig, outcome: Outcome) -> tuple[str, str | None]:
+    if debug_run(cfg):
+        return DEBUG, "a debug run (fast_dev_run or overfit_batches): it checks the setup, it is not a result"
+    untrained = outcome.trained.get("untrained") or []
+    if untrained:
+        return FAILED, (
+            f"the strategy planned to train {', '.join(untrained)}, but they took no optimizer step "
+            "(a learning rate of 0 throughout, or no batch reached them): the run is not the strategy it names"
+        )
+    best = outcome.best_checkpoint
+    if best:
+        mine = (Path(cfg.paths.output_dir) / "checkpoints").resolve()
+        if not Path(best).is_file() or Path(best).resolve().parent != mine:
+            return FAILED, f"the tested checkpoint {best} is not one this run wrote into {mine}"
+    return COMPLETED, None
+
+
+def completed_record(cfg: DictConfig, run: Run, outcome: Outcome, *, choices: dict, overrides: list[str],
+                     total_s: float, resumed_from: Path | None) -> RunRecord:
+    status, error = _status(cfg, outcome)
+    stats = outcome.stats
+    record = RunRecord(
+        status=status,
+        error=error,
+        test=outcome.test,
+        val=outcome.val,
+        params=Params(total=count_params(run.module), trainable=outcome.max_trainable_params),
+        time=Timing(
+            fit_s=round(stats.fit_s, 2),
+            test_s=round(outcome.test_s, 2),
+            total_s=round(total_s, 2),
+            train_images_per_s=round(stats.train_images_per_s or 0.0, 1),
+        ),
+        config=run_config(cfg, choices, run),
+        data_sizes=run.datamodule.split_sizes(),
+        trained=outcome.trained,
+        weights_loaded=run.backbone.weights,
+        best_checkpoint=outcome.best_checkpoint,
+        run_dir=str(Path(cfg.paths.output_dir).resolve()),
+        overrides=overrides,
+        resumed_from=str(resumed_from) if resumed_from is not None else None,
+        probe=outcome.first_phase,
+        provenance=provenance(CONFIG_DIR.parent),
+    )
+    if outcome.features is not None:
+        cache = outcome.features.cache.stats
+        record.time.features_s = round(cache.extract_s, 2)
+        record.feature_cache = {
+            "dir": str(outcome.features.cache.root),
+            "hits": cache.hits, "built": cache.built, "rebuilt": cache.rebuilt,
+            "train_augment": False,
+            # Test accuracy comes from cached test features through the head when the loop ran on
+            # them; eval.py runs the same checkpoint through the backbone on the test images and
+            # agrees (tests/test_feature_cache.py).
+            "test_on": "cached_features" if run.strategy.feature_cache else "images",
+        }
+    return record
+
+
+def failure_record(cfg: DictConfig, error: BaseException, status: str, overrides: list[str], choices: dict) -> RunRecord:
+    try:
+        run_dir = str(Path(cfg.paths.output_dir).resolve())
+    except Exception:  # the paths themselves are what is broken
+        run_dir = None
+    return RunRecord(
+        status=status,
+        error=f"{type(error).__name__}: {error}",
+        config=run_config(cfg, choices),
+        run_dir=run_dir,
+        overrides=overrides,
+        provenance=provenance(CONFIG_DIR.parent),
+    )
+
+
+def record_path(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.output_dir) / "metrics.json"
+
+
+def write_failure(cfg: DictConfig, record: RunRecord) -> None:
+    """A failure's record, if the disk takes it: a read-only or full disk must not hide the original error."""
+    try:
+        record.write(record_path(cfg))
+    except Exception as e:
+        log.error("could not record the failure in metrics.json: %s", e)
+
+
+def write_record(cfg: DictConfig, record: RunRecord) -> None:
+    """metrics.json in the run directory; on a full or read-only disk the finished run's results are
+    printed as one JSON line first, so they are never lost."""
+    path = record_path(cfg)
+    try:
+        record.write(path)
+    except OSError as e:
+        print(json.dumps(record.to_dict(), default=str), flush=True)
+        error = output_error(e, where=str(path), cache_dir=cfg.paths.get("cache_dir"))
+        if error is None:
+            raise
+        raise type(error)(f"{error} (this run's metrics are printed above as JSON)") from e

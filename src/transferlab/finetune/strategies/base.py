@@ -1,0 +1,201 @@
+"""The strategy interface: one config dataclass and one class per strategy, registered by name.
+
+A strategy says which block groups train from which epoch and at which learning rate (the
+schedule: a pure function of step and config, every optimizer group built up front), and may hook
+into the run at four more places, each optional with a default that does nothing:
+
+- `prepare(backbone)`: change the network before training (inject adapters: lora.py);
+- `state_module()` and `extra_loss(module)`: tensors kept in checkpoints and a loss term added to
+  the task loss (L2-SP's pull towards the pre-trained weights: l2_sp.py);
+- `first_phase(head, features)`: fit something before the training loop (an L-BFGS probe on
+  cached features that initialises the head: lp_ft.py, extract.py);
+- `feature_cache` / `fits`: whether the loop runs on cached features, and whether it runs at all.
+
+Adding a strategy is a module in this package plus configs/strategy/<name>.yaml: the registry
+finds the module, and the YAML's keys are the fields of its config dataclass (tests check that
+the two agree). docs/architecture.md walks through an example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from transferlab.config.checks import check_dataclass, rule
+from transferlab.errors import ConfigError
+from transferlab.finetune.schedules import Clock, warmup_cosine
+
+if TYPE_CHECKING:
+    from transferlab.finetune.plan import ParamUnit
+
+NORM_POLICIES = ("eval", "train", "affine_only")
+
+
+@dataclass
+class StrategyConfig:
+    """The knobs every strategy has."""
+
+    name: str = ""
+    lr: float = field(default=2e-3, metadata=rule("float", low=0.0, low_open=True))  # the head's lr; groups scale from it
+    # Norm layers in groups that do not train: eval (statistics frozen) | train (statistics update) |
+    # affine_only (scales and shifts train, statistics frozen).
+    frozen_norm: str = field(default="eval", metadata=rule("str", choices=NORM_POLICIES))
+    pretrained: bool = field(default=True, metadata=rule("bool"))  # false: the backbone starts from random init
+
+
+@dataclass
+class LayerDecay:
+    """Discriminative lrs: block group i below the head trains at lr * decay**i."""
+
+    decay: float = field(default=1.0, metadata=rule("float", low=0.0, high=1.0, low_open=True, hint="1.0 is one lr for every group"))
+
+
+@dataclass
+class TopGroups:
+    """How many block groups train, counted from the top (null: all of them)."""
+
+    unfreeze_top: int | None = field(default=None, metadata=rule("int", low=0, nullable=True))
+
+
+@dataclass
+class ProbeSettings:
+    """The L-BFGS linear probe on cached features (finetune/linear_probe.py)."""
+
+    probe_weight_decays: list[float] | None = field(default=None, metadata=rule("float_list", low=0.0, nullable=True))
+    probe_max_iter: int = field(default=1000, metadata=rule("int", low=1))
+
+
+class Strategy:
+    """Defaults: every group trains from epoch 0 with layer-wise decay, optim's warm-up + cosine."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = StrategyConfig
+    # Whether the strategy means to train backbone parameters (extract does not): a run that would
+    # train none of them (unfreeze_top=0, milestones past the last epoch) is refused, not recorded
+    # as this strategy.
+    trains_backbone: ClassVar[bool] = True
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    # --- building ----------------------------------------------------------------------------
+    @classmethod
+    def from_values(cls, values: dict) -> "Strategy":
+        names = [f.name for f in dataclasses.fields(cls.Config)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            others = sorted(n for n, s in STRATEGIES.items() if any(k in {f.name for f in dataclasses.fields(s.Config)} for k in unknown))
+            where = f"; strategies that have it: {', '.join(others)}" if others else ""
+            raise ConfigError(
+                f"strategy={cls.name} has no knob {', '.join(f'strategy.{k}' for k in unknown)} (its knobs: "
+                f"{', '.join(n for n in names if n != 'name')}){where}: drop it, or choose a strategy that has it"
+            )
+        config = cls.Config(**values)
+        check_dataclass(config, "strategy")
+        strategy = cls(config)
+        strategy.validate()
+        return strategy
+
+    def validate(self) -> None:
+        """Checks across knobs (ranges of single knobs are the fields' rules)."""
+
+    def check_run(self, max_epochs: int | None, head_type: str) -> None:
+        """Checks against the rest of the run, before any data or weights load."""
+
+    def schedule_fix(self, max_epochs: int) -> str:
+        """What to change when the schedule would leave groups untrained (FinetunePlan.check_reachable)."""
+        return f"raise trainer.max_epochs (now {max_epochs}) or choose another strategy"
+
+    # --- the schedule ------------------------------------------------------------------------
+    def unfreeze_epochs(self, num_groups: int) -> list[int | None]:
+        """Per block group, bottom to top: the first epoch it trains in, or None for never."""
+        return [0] * num_groups
+
+    def lr_scale(self, group_index: int, num_groups: int) -> float:
+        # The head is depth 0; the top backbone group is depth 1.
+        return getattr(self.config, "decay", 1.0) ** (num_groups - group_index)
+
+    def unfreeze_factor(self, unit: "ParamUnit", epoch: float) -> float:
+        """Multiplier on a unit's lr at a (fractional) epoch: 0 before it is unfrozen."""
+        return 0.0 if epoch < unit.unfreeze_epoch else 1.0
+
+    def lr_multiplier(self, unit: "ParamUnit", step: int, clock: Clock) -> float:
+        """The unit's lr at `step`, as a multiple of lr * its scale."""
+        return warmup_cosine(step, clock) * self.unfreeze_factor(unit, step / clock.steps_per_epoch)
+
+    def trainable(self, name: str, param: nn.Parameter, is_norm: bool) -> bool:
+        """Which parameters of a group train when the group does (all; lora: its adapters).
+        `is_norm`: the parameter belongs to one of the group's norm layers."""
+        return True
+
+    def norms_train(self) -> bool:
+        """Whether a training group's norm layers train with it (lora keeps the base network's frozen)."""
+        return True
+
+    def weight_decay(self, unit: "ParamUnit", default: float) -> float:
+        return default
+
+    # --- hooks -------------------------------------------------------------------------------
+    def prepare(self, backbone) -> None:
+        """Change the backbone before its groups are cut (adapters)."""
+
+    def state_module(self) -> nn.Module | None:
+        """Tensors of the strategy's own that checkpoints must hold (registered on the model)."""
+        return None
+
+    def extra_loss(self, module) -> torch.Tensor | None:
+        """A term added to the task loss at each training step."""
+        return None
+
+    @property
+    def has_first_phase(self) -> bool:
+        return False
+
+    def first_phase(self, head: nn.Module, features) -> Any:
+        """Runs before the loop on cached eval features (a FeatureDataModule); returns its summary (or None)."""
+        return None
+
+    @property
+    def feature_cache(self) -> bool:
+        """Whether the training loop itself runs on cached backbone features (a frozen backbone)."""
+        return False
+
+    @property
+    def fits(self) -> bool:
+        """Whether the Lightning training loop runs (a probe alone is the whole of extract's lbfgs)."""
+        return True
+
+    # --- for the record ----------------------------------------------------------------------
+    @property
+    def variant(self) -> str | None:
+        """A label for a variant that is another method under this name (shown in reports)."""
+        return None
+
+    def knobs(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self.config).items() if k != "name"}
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
+    def add(cls: type[Strategy]) -> type[Strategy]:
+        if name in STRATEGIES and STRATEGIES[name] is not cls:
+            raise ValueError(f"strategy {name!r} is registered twice")
+        cls.name = name
+        STRATEGIES[name] = cls
+        return cls
+
+    return add
+
+
+def build_strategy(values: dict) -> Strategy:
+    values = dict(values)
+    name = values.get("name")
+    if name not in STRATEGIES:
+        raise ConfigError(f"strategy.name={name!r} is unknown: use one of {', '.join(sorted(STRATEGIES))}")
+    return STRATEGIES[name].from_values(values)
