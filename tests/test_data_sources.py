@@ -212,7 +212,8 @@ def test_image_arrays_subset():
 def save_image(path: Path, mode: str, size=(24, 16), value=None, fmt=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     w, h = size
-    rng = np.random.default_rng(zlib.crc32(path.name.encode()))
+    # Seeded by class folder and name: the same name in two classes must not be the same image.
+    rng = np.random.default_rng(zlib.crc32("/".join(path.parts[-3:]).encode()))
     if mode == "I;16":
         a = np.full((h, w), value, np.uint16) if value is not None else rng.integers(0, 65536, (h, w), dtype=np.uint16)
         img = Image.fromarray(a)
@@ -307,10 +308,13 @@ def test_imagefolder_resizes_short_side_and_centre_crops(tmp_path):
     # 60x20, thirds blue / green / red: shorter side 20 -> 10, width 30, the centre crop is the green third.
     a = np.zeros((20, 60, 3), np.uint8)
     a[:, :20, 2], a[:, 20:40, 1], a[:, 40:, 0] = 255, 255, 255
-    for c in ("a", "b"):
+    for k, c in enumerate(("a", "b")):
         for i in range(2):
             (root / c).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(a).save(root / c / f"{i}.png")
+            # One pixel in the blue third, outside the crop, differs: no two files are the same image.
+            b = a.copy()
+            b[0, 2 * k + i, 0] = 1
+            Image.fromarray(b).save(root / c / f"{i}.png")
     splits = load_imagefolder(str(root), image_size=10, val_fraction=0.0, test_fraction=0.5)
     img = splits.train.images[0].float()
     assert img.shape == (3, 10, 10)
