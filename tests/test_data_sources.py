@@ -1,4 +1,5 @@
 import gzip
+import os
 import logging
 import zlib
 from pathlib import Path
@@ -212,7 +213,8 @@ def test_image_arrays_subset():
 def save_image(path: Path, mode: str, size=(24, 16), value=None, fmt=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     w, h = size
-    rng = np.random.default_rng(zlib.crc32(path.name.encode()))
+    # Seeded by class folder and name: the same name in two classes must not be the same image.
+    rng = np.random.default_rng(zlib.crc32("/".join(path.parts[-3:]).encode()))
     if mode == "I;16":
         a = np.full((h, w), value, np.uint16) if value is not None else rng.integers(0, 65536, (h, w), dtype=np.uint16)
         img = Image.fromarray(a)
@@ -307,10 +309,13 @@ def test_imagefolder_resizes_short_side_and_centre_crops(tmp_path):
     # 60x20, thirds blue / green / red: shorter side 20 -> 10, width 30, the centre crop is the green third.
     a = np.zeros((20, 60, 3), np.uint8)
     a[:, :20, 2], a[:, 20:40, 1], a[:, 40:, 0] = 255, 255, 255
-    for c in ("a", "b"):
+    for k, c in enumerate(("a", "b")):
         for i in range(2):
             (root / c).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(a).save(root / c / f"{i}.png")
+            # One pixel in the blue third, outside the crop, differs: no two files are the same image.
+            b = a.copy()
+            b[0, 2 * k + i, 0] = 1
+            Image.fromarray(b).save(root / c / f"{i}.png")
     splits = load_imagefolder(str(root), image_size=10, val_fraction=0.0, test_fraction=0.5)
     img = splits.train.images[0].float()
     assert img.shape == (3, 10, 10)
@@ -401,3 +406,290 @@ def test_imagefolder_pixels_survive_the_thread_pool(tmp_path):
     splits = load_imagefolder(str(tmp_path), image_size=8, val_fraction=0.0, test_fraction=0.5)
     loaded = {img.numpy().tobytes() for img in torch.cat([splits.train.images, splits.test.images])}
     assert loaded == originals
+
+
+# --- ImageFolder: links, duplicates and other trees that are not what they look like ----------
+
+
+def square_images(folder: Path, n: int, tag: str) -> dict[bytes, str]:
+    """n distinct 8x8 RGB PNGs in folder; {their pixels as loaded at image_size=8: tag}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(zlib.crc32(str(folder).encode()))
+    out = {}
+    for i in range(n):
+        a = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(a, "RGB").save(folder / f"{i}.png")
+        out[a.transpose(2, 0, 1).tobytes()] = tag
+    return out
+
+
+def loaded(arrays: ImageArrays) -> list[tuple[bytes, str]]:
+    return [(img.numpy().tobytes(), arrays.classes[int(y)]) for img, y in zip(arrays.images, arrays.labels)]
+
+
+def all_loaded(splits) -> list[tuple[bytes, str]]:
+    return [x for s in (splits.train, splits.val, splits.test) if s is not None for x in loaded(s)]
+
+
+def one_line_error(**kwargs) -> str:
+    with pytest.raises(DataError) as e:
+        load_imagefolder(image_size=8, **kwargs)
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1, msg
+    return msg
+
+
+def log_text(caplog) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records)
+
+
+def test_imagefolder_symlink_loop_is_not_followed(tmp_path, caplog):
+    # root/a/loop -> .. once turned 20 images into 820: b's images labelled a, train and test sharing.
+    root = tmp_path / "flat"
+    truth = {**square_images(root / "a", 10, "a"), **square_images(root / "b", 10, "b")}
+    (root / "a" / "loop").symlink_to("..")
+    with caplog.at_level(logging.WARNING, logger="transferlab.data.sources"):
+        splits = load_imagefolder(str(root), image_size=8, val_fraction=0.0, test_fraction=0.2, seed=0)
+    got = all_loaded(splits)
+    assert len(got) == 20 and sorted(got) == sorted(truth.items())
+    assert not {p for p, _ in loaded(splits.train)} & {p for p, _ in loaded(splits.test)}
+    assert "skipped 1 link that loops back to a folder above it" in log_text(caplog) and "a/loop -> .." in log_text(caplog)
+
+
+@pytest.mark.parametrize("link, target", [("a/self", "."), ("b/deep/up", "../.."), ("b/deep/class", "..")])
+def test_imagefolder_links_to_their_own_folder_or_above_are_not_followed(tmp_path, caplog, link, target):
+    # One loop per tree: the old walk, which followed them, ends (with far too many images) rather than hangs.
+    root = tmp_path / "flat"
+    truth = {**square_images(root / "a", 3, "a"), **square_images(root / "b", 3, "b")}
+    (root / link).parent.mkdir(parents=True, exist_ok=True)
+    (root / link).symlink_to(target)
+    with caplog.at_level(logging.WARNING, logger="transferlab.data.sources"):
+        splits = load_imagefolder(str(root), image_size=8, val_fraction=0.0, test_fraction=0.5)
+    assert sorted(all_loaded(splits)) == sorted(truth.items())
+    assert "skipped 1 link that loops back" in log_text(caplog) and f"{link} -> {target}" in log_text(caplog)
+
+
+def test_imagefolder_link_cycle_between_classes_ends(tmp_path):
+    # a/x -> b and b/y -> a is no ancestor of either, but walking it must still end; then the same
+    # images are in both classes, which is an error.
+    root = tmp_path / "flat"
+    square_images(root / "a", 3, "a")
+    square_images(root / "b", 3, "b")
+    (root / "a" / "x").symlink_to("../b")
+    (root / "b" / "y").symlink_to("../a")
+    msg = one_line_error(root=str(root))
+    assert "the same image is in two classes" in msg
+
+
+def test_imagefolder_links_inside_the_root_are_followed_once(tmp_path, caplog):
+    root = tmp_path / "flat"
+    truth = {**square_images(root / "a", 2, "a"), **square_images(root / "b", 4, "b")}
+    truth.update(square_images(root / ".store" / "more_a", 3, "a"))
+    (root / "a" / "more").symlink_to("../.store/more_a")  # a folder elsewhere inside the root
+    (root / "a" / "again").symlink_to("more")  # the same folder by a second path
+    (root / "a" / "same.png").symlink_to("0.png")  # the same file by a second path
+    with caplog.at_level(logging.INFO, logger="transferlab.data.sources"):
+        splits = load_imagefolder(str(root), image_size=8, val_fraction=0.0, test_fraction=0.3)
+    assert sorted(all_loaded(splits)) == sorted(truth.items())
+    assert "reached by two paths" in log_text(caplog)
+
+
+def test_imagefolder_links_out_of_the_root_and_broken_links_are_skipped_and_counted(tmp_path, caplog):
+    root = tmp_path / "flat"
+    truth = {**square_images(root / "a", 3, "a"), **square_images(root / "b", 3, "b")}
+    square_images(tmp_path / "elsewhere", 2, "x")
+    (root / "a" / "ext").symlink_to(tmp_path / "elsewhere")
+    (root / "b" / "ext.png").symlink_to(tmp_path / "elsewhere" / "0.png")
+    (root / "b" / "dead.png").symlink_to(tmp_path / "gone.png")
+    with caplog.at_level(logging.WARNING, logger="transferlab.data.sources"):
+        splits = load_imagefolder(str(root), image_size=8, val_fraction=0.0, test_fraction=0.3)
+    assert sorted(all_loaded(splits)) == sorted(truth.items())
+    text = log_text(caplog)
+    assert "skipped 2 links that point outside" in text and "a/ext" in text and "b/ext.png" in text
+    assert "skipped 1 broken link" in text and "b/dead.png" in text
+    assert "unreadable" not in text
+
+
+def test_imagefolder_class_folder_links_follow_the_same_rules(tmp_path, caplog):
+    root = tmp_path / "flat"
+    square_images(root / "a", 2, "a")
+    square_images(root / "b", 2, "b")
+    square_images(tmp_path / "outside" / "c", 2, "c")
+    (root / "c").symlink_to(tmp_path / "outside" / "c")
+    (root / "loop").symlink_to(".")
+    with caplog.at_level(logging.WARNING, logger="transferlab.data.sources"):
+        splits = load_imagefolder(str(root), image_size=8, val_fraction=0.0, test_fraction=0.5)
+    assert splits.train.classes == ["a", "b"]
+    text = log_text(caplog)
+    assert "skipped 1 link that points outside" in text and "c -> " in text and "skipped 1 link that loops back" in text
+
+
+def test_imagefolder_same_image_in_two_classes_names_both(tmp_path):
+    root = tmp_path / "flat"
+    square_images(root / "a", 3, "a")
+    square_images(root / "b", 3, "b")
+    (root / "b" / "copy.png").write_bytes((root / "a" / "1.png").read_bytes())
+    msg = one_line_error(root=str(root))
+    assert "the same image is in two classes" in msg
+    assert str(root / "a" / "1.png") in msg and str(root / "b" / "copy.png") in msg
+    assert "delete it from the class it does not belong to" in msg
+
+
+def test_imagefolder_link_to_an_image_of_another_class_is_that_image_twice(tmp_path):
+    root = tmp_path / "flat"
+    square_images(root / "a", 3, "a")
+    square_images(root / "b", 3, "b")
+    (root / "b" / "borrowed.png").symlink_to("../a/2.png")
+    msg = one_line_error(root=str(root))
+    assert "two classes" in msg and str(root / "a" / "2.png") in msg and str(root / "b" / "borrowed.png") in msg
+
+
+def test_imagefolder_same_image_in_train_and_test_folders(tmp_path, caplog):
+    root = tmp_path / "splits"
+    square_images(root / "train" / "a", 3, "a")
+    square_images(root / "train" / "b", 3, "b")
+    square_images(root / "test" / "a", 2, "a")
+    (root / "test" / "b").mkdir()
+    for i in range(2):
+        (root / "test" / "b" / f"leak{i}.png").write_bytes((root / "train" / "b" / f"{i}.png").read_bytes())
+    with caplog.at_level(logging.WARNING, logger="transferlab.data.sources"):
+        msg = one_line_error(root=str(root))
+    assert "the same image is in train and test" in msg and "and 1 more" in msg
+    assert str(root / "train" / "b" / "0.png") in msg and str(root / "test" / "b" / "leak0.png") in msg
+    assert "delete one of the copies" in msg
+    assert "leak1.png" in log_text(caplog)  # every pair is listed, not only the first
+
+
+def test_imagefolder_exact_copies_in_one_class_count_once_and_never_straddle_splits(tmp_path, caplog):
+    root = tmp_path / "flat"
+    truth = {**square_images(root / "a", 5, "a"), **square_images(root / "b", 5, "b")}
+    for i in range(5):
+        data = (root / "a" / f"{i}.png").read_bytes()
+        (root / "a" / f"{i} copy.png").write_bytes(data)
+        (root / "a" / f"{i}.PNG").write_bytes(data)  # the same name with an upper-case extension
+    with caplog.at_level(logging.WARNING, logger="transferlab.data.sources"):
+        splits = load_imagefolder(str(root), image_size=8, val_fraction=0.2, test_fraction=0.2, seed=0)
+    got = all_loaded(splits)
+    assert len(got) == 10 and sorted(got) == sorted(truth.items())
+    seen = [set(p for p, _ in loaded(s)) for s in (splits.train, splits.val, splits.test)]
+    assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+    text = log_text(caplog)
+    assert "dropped 10 exact copies" in text and "a/0 copy.png (same bytes as a/0.PNG)" in text
+
+
+def test_imagefolder_one_class_is_an_error(tmp_path):
+    root = tmp_path / "flat"
+    square_images(root / "only", 4, "only")
+    msg = one_line_error(root=str(root))
+    assert f"'{root}' has 1 class folder (only)" in msg and "a classifier needs at least 2 classes" in msg
+    assert "add another class folder" in msg
+
+    split_root = tmp_path / "splits"
+    square_images(split_root / "train" / "only", 4, "only")
+    msg = one_line_error(root=str(split_root))
+    assert f"'{split_root / 'train'}' has 1 class folder" in msg
+
+
+def test_imagefolder_one_class_that_holds_the_classes_says_so(tmp_path):
+    root = tmp_path / "download"
+    square_images(root / "images" / "a", 2, "a")
+    square_images(root / "images" / "b", 2, "b")
+    msg = one_line_error(root=str(root))
+    assert f"data.source_args.root={root / 'images'}" in msg
+
+
+@pytest.fixture(scope="module")
+def huge_png(tmp_path_factory):
+    """A valid 20000x20000 image (400M pixels): 1-bit, so it is small on disk."""
+    path = tmp_path_factory.mktemp("huge") / "huge.png"
+    Image.new("1", (20000, 20000)).save(path)
+    return path
+
+
+def tree_with(root: Path, extra: Path) -> Path:
+    square_images(root / "a", 3, "a")
+    square_images(root / "b", 3, "b")
+    (root / "a" / extra.name).write_bytes(extra.read_bytes())
+    return root
+
+
+def test_imagefolder_decompression_bomb_names_the_limit_and_the_setting(tmp_path, huge_png, caplog):
+    root = tree_with(tmp_path / "flat", huge_png)
+    limit = 2 * Image.MAX_IMAGE_PIXELS
+    with caplog.at_level(logging.WARNING, logger="transferlab.data.sources"):
+        splits = load_imagefolder(str(root), image_size=8, val_fraction=0.0, test_fraction=0.5)
+    assert len(all_loaded(splits)) == 6
+    text = log_text(caplog)
+    assert f"over PIL's decompression-bomb limit of {limit} pixels" in text and "huge.png (20000x20000" in text
+    assert "data.source_args.max_image_pixels" in text and "unreadable" not in text
+
+    msg = one_line_error(root=str(root), strict=True)
+    assert f"over PIL's decompression-bomb limit of {limit} pixels" in msg and "a/huge.png" in msg
+    assert "data.source_args.max_image_pixels=" in msg and "null" in msg
+
+
+def test_imagefolder_max_image_pixels_is_applied_while_decoding(tmp_path, monkeypatch, caplog):
+    root = tmp_path / "flat"
+    square_images(root / "a", 2, "a")
+    square_images(root / "b", 2, "b")
+    save_image(root / "a" / "wide.png", "RGB", size=(24, 16))  # 384 pixels
+    with caplog.at_level(logging.WARNING, logger="transferlab.data.sources"):
+        splits = load_imagefolder(str(root), image_size=8, val_fraction=0.0, test_fraction=0.5, max_image_pixels=300)
+    assert len(all_loaded(splits)) == 4
+    assert "over data.source_args.max_image_pixels=300" in log_text(caplog) and "wide.png (24x16" in log_text(caplog)
+    assert len(all_loaded(load_imagefolder(str(root), image_size=8, test_fraction=0.5, max_image_pixels=384))) == 5
+
+    # PIL's own check is lifted while decoding, and put back after.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    assert len(all_loaded(load_imagefolder(str(root), image_size=8, test_fraction=0.5, max_image_pixels=None))) == 5
+    assert Image.MAX_IMAGE_PIXELS == 100
+    assert len(all_loaded(load_imagefolder(str(root), image_size=8, test_fraction=0.5, max_image_pixels=1000))) == 5
+
+
+@pytest.mark.parametrize("bad", [0, -5, 1.5, True, "many"])
+def test_imagefolder_max_image_pixels_must_be_a_count(tmp_path, bad):
+    root = tmp_path / "flat"
+    square_images(root / "a", 2, "a")
+    square_images(root / "b", 2, "b")
+    msg = one_line_error(root=str(root), max_image_pixels=bad)
+    assert f"data.source_args.max_image_pixels={bad!r}" in msg and "null for no limit" in msg
+
+
+def test_imagefolder_config_default_is_pils_limit():
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "data" / "imagefolder.yaml").read_text())
+    assert config["source_args"]["max_image_pixels"] == 2 * Image.MAX_IMAGE_PIXELS
+
+
+def test_imagefolder_fifo_and_macos_leftovers_are_not_data(tmp_path, caplog):
+    # A FIFO named like an image would block the loader forever; __MACOSX holds only ._ files.
+    root = tmp_path / "flat"
+    truth = {**square_images(root / "a", 2, "a"), **square_images(root / "b", 2, "b")}
+    os.mkfifo(root / "a" / "pipe.png")
+    (root / "__MACOSX" / "a").mkdir(parents=True)
+    (root / "__MACOSX" / "a" / "._0.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    with caplog.at_level(logging.WARNING, logger="transferlab.data.sources"):
+        splits = load_imagefolder(str(root), image_size=8, val_fraction=0.0, test_fraction=0.5)
+    assert splits.train.classes == ["a", "b"] and sorted(all_loaded(splits)) == sorted(truth.items())
+    assert "skipped 1 entry that is not a regular file" in log_text(caplog) and "a/pipe.png" in log_text(caplog)
+
+
+def test_imagefolder_strict_error_is_one_line(tmp_path):
+    root = tmp_path / "flat"
+    flat_tree(root, per_class=2)
+    msg = one_line_error(root=str(root), strict=True)
+    assert "broken.jpg" in msg and "strict=false" in msg
+
+
+def test_imagefolder_class_of_skipped_links_only_says_so(tmp_path, caplog):
+    root = tmp_path / "flat"
+    square_images(root / "a", 2, "a")
+    square_images(tmp_path / "elsewhere", 2, "x")
+    (root / "b").mkdir()
+    for i in range(2):
+        (root / "b" / f"{i}.png").symlink_to(tmp_path / "elsewhere" / f"{i}.png")
+    with caplog.at_level(logging.WARNING, logger="transferlab.data.sources"):
+        msg = one_line_error(root=str(root))
+    assert f"class folder '{root / 'b'}' has no images" in msg and "2 entries in it were skipped" in msg
+    assert "copy what they point to into the root (cp -rL)" in log_text(caplog)
