@@ -21,7 +21,7 @@ from test_cli import run_cli
 from transferlab import CONFIG_DIR
 from transferlab.cli import main as report_main
 from transferlab.sweep import optuna_best
-from transferlab.sweep.device_pool import read_records
+from transferlab.sweep.pool_audit import read_records
 
 # The smallest real runs: resnet10t from scratch weights on a few synthetic 32 px images, 1 epoch.
 TINY = [
@@ -136,7 +136,7 @@ def test_optuna_preset_composes(configs):
     from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
     from optuna.distributions import CategoricalDistribution, LogUniformDistribution, UniformDistribution
 
-    import transferlab.sweep.device_pool  # noqa: F401  (registers the resolver launcher=parallel uses)
+    import transferlab.sweep.pool_callback  # noqa: F401  (registers the resolver launcher=parallel uses)
 
     cfg = compose("train", overrides=["hparams_search=optuna"], return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
