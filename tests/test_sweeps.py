@@ -161,7 +161,7 @@ def test_optuna_preset_composes(configs):
     par = compose("train", overrides=["hparams_search=optuna", "launcher=parallel",
                                       "hydra.callbacks.device_pool.devices=[a,b]"], return_hydra_config=True)
     assert par.hydra.sweeper.n_jobs == 2  # trials asked for at once = the pool's parallel jobs
-    assert set(par.hydra.callbacks) == {"device_pool", "optuna_best"}
+    assert set(par.hydra.callbacks) == {"sweep_summary", "device_pool", "optuna_best"}
 
 
 # --- the best trial of an Optuna sweep (fast: a fake sweep dir) ---------------------------------
@@ -269,7 +269,8 @@ def test_optuna_sweep_goes_on_after_a_failed_trial(tmp_path, configs):
 @pytest.mark.slow
 def test_multirun_with_a_failed_job_then_report(tmp_path, capsys):
     """Three jobs through the basic launcher; partial cannot unfreeze 99 of resnet10t's 5 groups."""
-    proc = run_cli("train.py", ["-m", *TINY, "strategy=extract,full,partial", "strategy.unfreeze_top=99"], tmp_path)
+    proc = run_cli("train.py", ["-m", *TINY, "strategy=extract,full,partial", "strategy.unfreeze_top=99"], tmp_path, check=False)
+    assert proc.returncode == 1  # the sweep says it had a failed job (tests/test_sweep_summary.py)
     sweep = _sweep_dir(tmp_path, "train")
     jobs = _jobs(sweep)
     assert sorted(jobs) == ["0", "1", "2"]
@@ -280,6 +281,7 @@ def test_multirun_with_a_failed_job_then_report(tmp_path, capsys):
     assert failed["status"] == "failed" and failed["error"].startswith("ConfigError: strategy.unfreeze_top=99")
     assert "strategy=partial" in failed["overrides"]
     assert "job failed" in proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: 1 of 3 jobs failed: 2 (ConfigError: strategy.unfreeze_top=99")
 
     assert report_main(["report", str(sweep)]) == 0  # `transferlab report DIR`, in this process
     assert "3 jobs (2 completed, 1 failed)" in capsys.readouterr().out
@@ -319,6 +321,7 @@ def test_parallel_launcher_overlapping_jobs_hold_different_devices(tmp_path, mon
     )
     assert "n_jobs=2," in proc.stdout + proc.stderr  # sized from the pool
     sweep = _sweep_dir(tmp_path, "train")
+    assert f"sweep: all 2 jobs completed: {sweep}" in proc.stdout  # read in the launching process
     jobs = _jobs(sweep)
     assert sorted(jobs) == ["0", "1"] and all(m["status"] == "completed" for m in jobs.values())
     recs = read_records(sweep / ".device_pool")
@@ -356,3 +359,4 @@ def test_optuna_preset_two_trials_saves_the_best(tmp_path):
     assert saved.model.head.dropout == pytest.approx(results["best_params"]["model.head.dropout"])
     assert best["command"].startswith("python train.py ") and "hparams_search=optuna" in best["command"]
     assert "Optuna best trial: val acc" in proc.stdout and f"config: {sweep / 'best_config.yaml'}" in proc.stdout
+    assert f"sweep: all 2 jobs completed: {sweep}" in proc.stdout
