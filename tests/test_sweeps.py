@@ -161,7 +161,7 @@ def test_optuna_preset_composes(configs):
     par = compose("train", overrides=["hparams_search=optuna", "launcher=parallel",
                                       "hydra.callbacks.device_pool.devices=[a,b]"], return_hydra_config=True)
     assert par.hydra.sweeper.n_jobs == 2  # trials asked for at once = the pool's parallel jobs
-    assert set(par.hydra.callbacks) == {"sweep_summary", "device_pool", "optuna_best"}
+    assert set(par.hydra.callbacks) == {"output_dir_guard", "sweep_summary", "device_pool", "optuna_best"}
 
 
 # --- the best trial of an Optuna sweep (fast: a fake sweep dir) ---------------------------------
