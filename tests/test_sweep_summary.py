@@ -20,8 +20,8 @@ from transferlab.sweep.summary import SweepSummary, job_outcomes, summary_line
 ERROR = "ConfigError: strategy.unfreeze_top=99 but this backbone has 5 block groups: use 0..5 (or null for all)"
 
 
-def _end(sweep: Path, callback: SweepSummary | None = None) -> int:
-    cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+def _end(sweep: Path, callback: SweepSummary | None = None, job_name: str = "train") -> int:
+    cfg = OmegaConf.create({"hydra": {"job": {"name": job_name}, "sweep": {"dir": str(sweep)}}})
     try:
         (callback or SweepSummary()).on_multirun_end(config=cfg)
     except SystemExit as e:
@@ -75,17 +75,20 @@ def test_all_completed_exits_0_and_reused_jobs_count_as_completed(tmp_path, caps
     assert err == ""
 
 
-def test_no_job_dirs_or_disabled_leaves_the_exit_status_alone(tmp_path):
+def test_no_job_dirs_other_entry_points_or_off_leave_the_exit_status_alone(tmp_path, capsys):
     assert _end(tmp_path / "never-written") == 0
     sweep = tmp_path / "sweep"
-    _failed(sweep, 0)
-    assert _end(sweep, SweepSummary(enabled=False)) == 0
+    (sweep / "0" / ".hydra").mkdir(parents=True)  # an eval.py job: it writes no metrics.json
+    assert _end(sweep, job_name="eval") == 0
+    assert _end(sweep, SweepSummary(entry_points=[])) == 0
+    assert capsys.readouterr() == ("", "")
+    assert _end(sweep) == 1  # a train.py job without its metrics.json did not finish
 
 
 def test_optuna_best_trial_is_saved_before_the_failed_sweep_exits(tmp_path, capsys):
     """The callbacks as hparams_search=optuna composes them, called as Hydra calls them at the end."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="train"):
         cfg = compose("train", overrides=["hparams_search=optuna", f"hydra.sweep.dir={tmp_path}"], return_hydra_config=True)
     GlobalHydra.instance().clear()
     _fake_job(tmp_path, 0, ["strategy.lr=0.001"], 0.7)

@@ -20,9 +20,10 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from transferlab.record import COMPLETED, METRICS_FILE, RecordError, RunRecord
 from transferlab.sweep.jobs import job_dirs, job_name
@@ -98,17 +99,20 @@ class SweepSummary(Callback):
     """Hydra callback: after the last job of a multirun, one line on how its jobs ended, and exit
     status 1 if any did not complete (see the module doc).
 
+    ``entry_points``: the Hydra job names (a script's name: train.py runs as ``train``) whose jobs
+    each leave a metrics.json; other sweeps are left alone (eval.py writes eval_metrics.json, and
+    its sweeps stop at their first failed job anyway). ``[]`` turns the summary off.
+
     It exits by raising SystemExit, which also skips the ``on_multirun_end`` of callbacks that
     would run after it; Hydra runs those in reverse order of ``hydra.callbacks``, so this one,
     listed in configs/hydra/default.yaml before any preset adds its own, runs last.
-    ``enabled: false`` turns it off (e.g. for an entry point whose jobs write no metrics.json).
     """
 
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = bool(enabled)
+    def __init__(self, entry_points: Sequence[str] = ("train",)) -> None:
+        self.entry_points = [str(e) for e in entry_points]
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        if not self.enabled:
+        if OmegaConf.select(config, "hydra.job.name", default=None) not in self.entry_points:
             return
         sweep_dir = str(config.hydra.sweep.dir)
         outcomes = job_outcomes(sweep_dir)
