@@ -55,6 +55,15 @@ def test_a_used_run_dir_is_refused_before_anything_is_written(tmp_path, capsys):
         )
 
 
+def test_ranks_that_lightning_starts_into_the_first_ranks_dir_go_on(tmp_path, monkeypatch):
+    (tmp_path / "metrics.json").write_text("{}")
+    monkeypatch.setenv("LOCAL_RANK", "1")  # strategy=ddp reruns the command line with its hydra.run.dir
+    OutputDirGuard().on_run_start(config=_config(tmp_path))
+    monkeypatch.setenv("LOCAL_RANK", "0")  # the first rank itself is checked
+    with pytest.raises(SystemExit):
+        OutputDirGuard().on_run_start(config=_config(tmp_path))
+
+
 def test_a_sweep_dir_with_job_dirs_is_refused(tmp_path, capsys):
     guard = OutputDirGuard()
     sweep = tmp_path / "sweep"

@@ -13,6 +13,7 @@ a sweep. A used dir ends the launch with one ``error:`` line naming the dir and 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +53,18 @@ def used_sweep_dir_error(sweep_dir: str | Path) -> OutputError | None:
     )
 
 
+def _started_by_the_first_rank() -> bool:
+    # Lightning's `ddp` strategy (not the configs' spawned ranks) starts ranks 1.. by running the
+    # command line again with the first rank's hydra.run.dir: that dir is this run's own.
+    return os.environ.get("LOCAL_RANK", "0") not in ("", "0")
+
+
 class OutputDirGuard(Callback):
     """Hydra callback: refuse a run or sweep dir that already holds a run (see the module doc)."""
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        if _started_by_the_first_rank():
+            return
         error = used_run_dir_error(str(config.hydra.run.dir))
         if error is not None:
             exit_with(error)

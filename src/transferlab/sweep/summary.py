@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from transferlab.record import COMPLETED, METRICS_FILE, RecordError, RunRecord
+from transferlab.record import COMPLETED, FAILED, METRICS_FILE, RecordError, RunRecord
 from transferlab.sweep.jobs import job_dirs, job_name
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def summary_line(sweep_dir: str | Path, outcomes: list[JobOutcome]) -> str:
         reused = sum(o.reused_from is not None for o in done)
         note = f" ({reused} reused from an earlier sweep)" if reused else ""
         return f"sweep: all {len(done)} jobs completed{note}: {where}; transferlab report {where} tabulates them"
-    all_failed = all(o.status == "failed" for o in bad)
+    all_failed = all(o.status == FAILED for o in bad)
     what = "failed" if all_failed else "did not complete"
     listed = [f"{o.name} ({_short(o.error) if all_failed else f'{o.status}: {_short(o.error)}'})" for o in bad[:LISTED_JOBS]]
     if len(bad) > LISTED_JOBS:
