@@ -23,7 +23,8 @@ from transferlab import CONFIG_DIR
 from transferlab.data.loaders import rank_batch_size
 from transferlab.errors import ConfigError
 from transferlab.engine.assemble import make_run, make_trainer
-from transferlab.sweep.device_pool import ENV_DEVICES, read_records
+from transferlab.sweep.pool_audit import read_records
+from transferlab.utils.devices import ENV_DEVICES
 from transferlab.utils.resolvers import register
 
 register()
@@ -215,7 +216,8 @@ def test_a_job_holding_two_devices_trains_on_two_processes(tmp_path, monkeypatch
     proc = run_cli("train.py", [
         "-m", "launcher=parallel", "hydra.callbacks.device_pool.cpu_slots=2", "hydra.callbacks.device_pool.devices_per_job=2",
         *TINY, "model.name=resnet10t", "trainer.max_epochs=1", "strategy=partial", "test=false", "trainer=ddp_cpu,cpu",
-    ], tmp_path)
+    ], tmp_path, check=False)
+    assert proc.returncode == 1 and "1 of 2 jobs failed" in proc.stderr  # the refused job, in the sweep's summary
     assert "n_jobs=1," in proc.stdout + proc.stderr
     sweep = _single(list((tmp_path / "logs" / "train" / "multiruns").iterdir()))
     recs = {Path(r["job_dir"]).name: r for r in read_records(sweep / ".device_pool")}

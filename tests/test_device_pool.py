@@ -15,8 +15,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from transferlab.sweep import device_pool as dp
-from transferlab.sweep.device_pool import DevicePool, DevicePoolCallback, read_records, visible_devices
+from transferlab.sweep import pool_callback
+from transferlab.sweep.device_pool import DevicePool, visible_devices
+from transferlab.sweep.pool_audit import read_records
+from transferlab.sweep.pool_callback import DevicePoolCallback
+from transferlab.utils.devices import ENV_DEVICES, ENV_POOL_ERROR, held_devices
 
 REPO = Path(__file__).resolve().parents[1]
 POLL_S = 0.05
@@ -133,8 +136,8 @@ def test_timeout_names_the_holder(tmp_path: Path) -> None:
         other.acquire(1, timeout_s=0.2, job="late")
     assert time.monotonic() - t0 < 1.0
     holder.release()
-    with other:
-        assert other.held == ["0"]
+    assert other.acquire(1) == ["0"] == other.held
+    other.release()
     assert other.held == []
     # A timed-out wait leaves no record behind; the two acquisitions do.
     assert [r["job"] for r in read_records(tmp_path)] == ["busy-job", f"pid{os.getpid()}"]
@@ -188,10 +191,10 @@ def test_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _isolate_callback_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dp, "_PROCESS_POOLS", {})
-    monkeypatch.setattr(dp, "_BOUND_DEVICES", {})
+    monkeypatch.setattr(pool_callback, "_PROCESS_POOLS", {})
+    monkeypatch.setattr(pool_callback, "_BOUND_DEVICES", {})
     # setenv first so that monkeypatch restores what the callback exports.
-    for name in (dp.ENV_DEVICES, dp.ENV_POOL_ERROR):
+    for name in (ENV_DEVICES, ENV_POOL_ERROR):
         monkeypatch.setenv(name, "")
 
 
@@ -212,7 +215,8 @@ def test_callback_in_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"  # single runs are left alone
 
     cb.on_job_start(_job_config(0), task_function=None)
-    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3" == os.environ[dp.ENV_DEVICES]
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3" == os.environ[ENV_DEVICES]
+    assert held_devices() == ["3"]
     cb.on_job_end(_job_config(0), job_return=None)
 
     # "3" is free, but this process may already have CUDA set up on it: it must stay on "3"
@@ -245,7 +249,7 @@ def test_callback_timeout_fails_closed(tmp_path: Path, monkeypatch: pytest.Monke
     # Hydra downgrades callback errors to warnings and runs the job anyway: it must then see
     # no GPU rather than one that another job holds.
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
-    assert "TimeoutError" in os.environ[dp.ENV_POOL_ERROR]
+    assert "TimeoutError" in os.environ[ENV_POOL_ERROR] and held_devices() == []
     busy.release()
 
 
@@ -329,3 +333,10 @@ def test_parallel_launcher_runs_callbacks_in_workers(tmp_path: Path) -> None:
         for s in recs[i + 1:]:
             if r["ids"] == s["ids"]:
                 assert _overlap(r["acquired_at"], r["released_at"], s["acquired_at"], s["released_at"]) == 0
+
+
+def test_utils_do_not_import_the_sweep_layer() -> None:
+    # Imports run one way: training code reads its devices through utils, never through sweep/.
+    code = "import sys, transferlab.utils.resolvers, transferlab.utils.devices; print(sorted(m for m in sys.modules if m.startswith('transferlab.sweep')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -15,7 +15,6 @@ and prints a summary. :func:`find_best_trial` does the matching and is usable on
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shlex
@@ -24,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-try:
-    from hydra.experimental.callback import Callback as _HydraCallback
-except ImportError:  # pragma: no cover - Hydra is a dependency; keep the helper importable
-    _HydraCallback = object  # type: ignore[misc,assignment]
+from transferlab.config.overrides import read_overrides, same_value, values_of
+from transferlab.record import RunRecord, read_record
+from transferlab.sweep.jobs import job_dirs, job_name
 
 log = logging.getLogger(__name__)
 
@@ -38,46 +37,14 @@ BEST_TRIAL_FILE = "best_trial.yaml"
 BEST_CONFIG_FILE = "best_config.yaml"
 
 
-def _same(param: Any, text: str) -> bool:
-    """Does an override's value text stand for this parameter value?"""
-    if isinstance(param, bool) or param is None:
-        return text.lower() == str(param).lower() or (param is None and text.lower() == "null")
-    if isinstance(param, (int, float)):
-        try:
-            return math.isclose(float(text), float(param), rel_tol=1e-9, abs_tol=0.0)
-        except ValueError:
-            return False
-    return text == str(param)
-
-
-def _overrides(job_dir: Path) -> list[str]:
-    path = job_dir / ".hydra" / "overrides.yaml"
-    try:
-        return [str(o) for o in OmegaConf.load(path)]
-    except Exception:  # a job that never started writes none
-        return []
-
-
-def _metrics(job_dir: Path) -> dict:
-    try:
-        m = json.loads((job_dir / "metrics.json").read_text())
-        return m if isinstance(m, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _job_dirs(sweep_dir: Path) -> list[Path]:
-    dirs = [d for d in sweep_dir.iterdir() if d.is_dir() and (d / ".hydra").is_dir()]
-    return sorted(dirs, key=lambda d: (0, int(d.name)) if d.name.isdigit() else (1, d.name))
+def _acc(record: RunRecord | None, split: str) -> float | None:
+    values = getattr(record, split) if record is not None else None
+    return values.get("acc") if isinstance(values, dict) else None
 
 
 def _matches(overrides: list[str], params: dict[str, Any]) -> bool:
-    values: dict[str, str] = {}
-    for o in overrides:
-        key, sep, value = o.partition("=")
-        if sep:
-            values[key.lstrip("+~")] = value
-    return all(k in values and _same(v, values[k]) for k, v in params.items())
+    values = values_of(overrides)
+    return all(k in values and same_value(v, values[k]) for k, v in params.items())
 
 
 def rerun_command(overrides: list[str]) -> str:
@@ -104,25 +71,23 @@ def find_best_trial(sweep_dir: str | Path) -> dict[str, Any] | None:
     best_value = results.get("best_value")
 
     candidates = []
-    for d in _job_dirs(sweep_dir):
-        overrides = _overrides(d)
+    for d in job_dirs(sweep_dir):
+        overrides = read_overrides(d) or []  # a job that never started has none
         if _matches(overrides, params):
-            metrics = _metrics(d)
-            val = metrics.get("val", {}).get("acc") if isinstance(metrics.get("val"), dict) else None
+            record = read_record(d)
+            val = _acc(record, "val")
             gap = abs(float(val) - float(best_value)) if val is not None and best_value is not None else math.inf
-            candidates.append((gap, d, overrides, metrics))
+            candidates.append((gap, d, overrides, record))
     out: dict[str, Any] = {"best_value": best_value, "best_params": params, "job": None}
     if not candidates:
         return out
-    _, job_dir, overrides, metrics = min(candidates, key=lambda c: c[0])
-    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
-    val = metrics.get("val") if isinstance(metrics.get("val"), dict) else {}
+    _, job_dir, overrides, record = min(candidates, key=lambda c: c[0])
     out.update(
-        job=job_dir.name,
+        job=job_name(job_dir, sweep_dir),
         job_dir=str(job_dir.resolve()),
-        status=metrics.get("status"),
-        val_acc=val.get("acc"),
-        test_acc=test.get("acc"),
+        status=record.status if record is not None else None,
+        val_acc=_acc(record, "val"),
+        test_acc=_acc(record, "test"),
         overrides=overrides,
         command=rerun_command(overrides),
     )
@@ -163,7 +128,7 @@ def format_best_trial(best: dict[str, Any], sweep_dir: str | Path) -> str:
     return "\n".join(lines)
 
 
-class BestTrialCallback(_HydraCallback):
+class BestTrialCallback(Callback):
     """Hydra callback: after an Optuna sweep, save and print its best trial (see module doc)."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:

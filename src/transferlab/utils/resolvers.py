@@ -7,7 +7,7 @@ import os
 
 from omegaconf import OmegaConf
 
-from transferlab.sweep.device_pool import ENV_DEVICES
+from transferlab.utils.devices import ENV_DEVICES
 
 
 def wandb_offline() -> bool:
