@@ -1,8 +1,11 @@
-"""`transferlab report` on a fake sweep tree: CSV rows, mean ± std, bold best, failures, plots."""
+"""`transferlab report` on a fake sweep tree: CSV rows, mean ± std, bold best, verdicts, failures,
+duplicates, provenance, portable paths, and plots checked for what they draw."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import statistics
 from pathlib import Path
 
@@ -17,6 +20,7 @@ BASE = {"extract": 0.70, "partial": 0.80, "full": 0.78}
 SIZE_BONUS = {10: 0.0, 100: 0.06, None: 0.10}
 TRAINABLE = {"extract": 12_810, "partial": 1_200_000, "full": 3_380_000}
 PLOTS = ("acc_vs_size.png", "acc_vs_time.png", "params_by_strategy.png")
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def _acc(strategy: str, size: int | None, seed: int) -> float:
@@ -33,10 +37,13 @@ def _job(sweep: Path, num: int, overrides: list[str], metrics: dict | None) -> P
     return job
 
 
-def _metrics(model: str, strategy: str, size: int | None, seed: int, status: str = "completed") -> dict:
+def _metrics(model: str, strategy: str, size: int | None, seed: int, status: str = "completed",
+             commit: str | None = None, dirty: bool = False) -> dict:
     acc = _acc(strategy, size, seed)
     failed = status == "failed"
+    provenance = {"provenance": {"code": {"commit": commit, "dirty": dirty}, "versions": {"torch": "2.14.1"}}}
     return {
+        **(provenance if commit else {}),  # records from before provenance have none
         "status": status,
         "error": "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB" if failed else None,
         "test": {} if failed else {"acc": acc, "loss": round(1.2 - acc, 3)},
@@ -62,7 +69,7 @@ def sweeps(tmp_path: Path) -> tuple[Path, Path]:
         for size in (10, 100):
             for seed in (1, 2, 3):
                 _job(first, num, [f"strategy={strategy}", f"data.samples_per_class={size}", f"seed={seed}"],
-                     _metrics("efficientnet_lite0", strategy, size, seed))
+                     _metrics("efficientnet_lite0", strategy, size, seed, commit=COMMIT))
                 num += 1
     _job(first, num, ["strategy=full", "data.samples_per_class=100", "seed=4"],
          _metrics("efficientnet_lite0", "full", 100, 3, status="failed"))
@@ -121,12 +128,42 @@ def test_report_from_two_sweeps(sweeps: tuple[Path, Path], tmp_path: Path) -> No
     assert "| efficientnet_lite0 | fashion_mnist | 100 | **partial** | 1,2,3 | **86.00 ± 1.06** |" in md
 
     # Failed and unfinished jobs, with where they are and why.
+    # Paths are relative to the report, so the committed report holds none of this machine's.
     failures = md.split("## Failed or unfinished jobs (3)")[1]
-    assert f"`{first / '18'}`" in failures
+    assert f"`{os.path.relpath(first / '18', out)}`" in failures
     assert "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB" in failures
-    assert f"`{first / '19'}` (`strategy=partial data.samples_per_class=10 seed=9`)" in failures
+    assert f"`{os.path.relpath(first / '19', out)}` (`strategy=partial data.samples_per_class=10 seed=9`)" in failures
     assert "no metrics.json" in failures
-    assert f"`{second / '8'}`" in failures and "unreadable metrics.json" in failures
+    assert f"`{os.path.relpath(second / '8', out)}`" in failures and "unreadable metrics.json" in failures
+
+    # No path of this machine anywhere in what is written; the paths there lead back to the runs.
+    for name in ("results.csv", "results.md", "comparisons.csv"):
+        assert str(tmp_path) not in (out / name).read_text(), name
+    assert md.startswith(f"# Results\n\nSources: `{os.path.relpath(first, out)}`, `{os.path.relpath(second, out)}`\n")
+    assert df["sweep"].map(lambda p: not os.path.isabs(p)).all()
+    assert ((out / row["job_dir"].iloc[0]).resolve() == (out / row["run_dir"].iloc[0]).resolve()
+            == (out / row["sweep"].iloc[0] / str(row["job"].iloc[0])).resolve())
+    assert (out / row["job_dir"].iloc[0] / "metrics.json").is_file()
+
+    # The question answered: per (model, data, size) the winner, and whether beyond noise. The
+    # fixture's seeds move every strategy alike, so the paired difference has no spread.
+    effnet = md.split("### efficientnet_lite0 on fashion_mnist")[1].split("###")[0]
+    assert "- 10 images/class: partial beats full by +2.00 points (95 % CI +2.00 to +2.00, 3 paired seeds)." in effnet
+    assert "- 100 images/class: partial beats full by +2.00 points (95 % CI +2.00 to +2.00, 3 paired seeds)." in effnet
+    resnet = md.split("### resnet18 on fashion_mnist")[1].split("## All groups")[0]
+    assert "- all training images: full beats extract by +8.00 points (95 % CI +8.00 to +8.00, 2 paired seeds)." in resnet
+    comparisons = pd.read_csv(out / "comparisons.csv", dtype={"size": str})
+    assert len(comparisons) == 4
+    c = comparisons.set_index(["model", "size"]).loc[("efficientnet_lite0", "100")]
+    assert (c["best"], c["runner_up"], c["n_paired"], c["paired_seeds"]) == ("partial", "full", 3, "1,2,3")
+    assert c["diff_mean"] == pytest.approx(2.0) and c["ci_low"] == pytest.approx(2.0) and bool(c["separable"])
+    assert c["best_mean"] == pytest.approx(86.0) and c["runner_up_mean"] == pytest.approx(84.0)
+
+    # Which code each table's runs came from; records from before provenance say so.
+    assert "Code: `0123456+dirty`" not in effnet and "Code: `0123456` (all 18 runs)." in effnet
+    assert "Code: `unknown` (all 8 runs)." in resnet
+    assert "| 3.38M | 3.38M |" in md and md.count("| 0123456 |") == 6 and md.count("| unknown |") == 4
+    assert set(df[df["status"] == "completed"].groupby("model")["code"].unique().map(tuple)) == {("0123456",), ("unknown",)}
 
     for name in PLOTS:
         path = out / name
@@ -146,10 +183,14 @@ def test_default_out_is_first_dir_and_errors(sweeps: tuple[Path, Path], tmp_path
     assert len(pd.read_csv(first / "results.csv")) == 20
     assert "20 jobs" in capsys.readouterr().out
 
+    capsys.readouterr()
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["report", str(empty)]) == 1
+    assert main(["report", str(empty)]) == 2  # a user error, as elsewhere in transferlab
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no runs under" in err and "pass the run or multirun directory" in err
     assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "not a directory" in capsys.readouterr().err
     assert main([]) == 2
 
 
