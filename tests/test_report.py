@@ -9,11 +9,13 @@ import os
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from transferlab.cli import main
+from transferlab.report import write_report
 
 SEED_OFFSET = {1: -0.012, 2: 0.004, 3: 0.008}
 BASE = {"extract": 0.70, "partial": 0.80, "full": 0.78}
@@ -227,3 +229,287 @@ def test_lbfgs_probe_is_its_own_strategy_row(tmp_path: Path) -> None:
         m["config"]["solver"] = solver
         _job(sweep, num, ["strategy=extract", f"strategy.solver={solver}"], m)
     assert sorted(collect([sweep])["strategy"]) == ["extract", "extract (lbfgs)"]
+
+
+# --- verdicts: the paired comparison to the runner-up -------------------------------------------
+
+T_975_DF2 = 4.302652729911275  # from a t table: the 97.5th percentile with 2 degrees of freedom
+
+
+def test_paired_difference_clear_win() -> None:
+    from transferlab.report.stats import paired_difference, verdict
+
+    partial = {"1": 86.1, "2": 86.9, "3": 87.4}
+    full = {"1": 85.0, "2": 86.2, "3": 86.5}
+    diff = paired_difference(partial, full)
+    d = [1.1, 0.7, 0.9]
+    half = T_975_DF2 * statistics.stdev(d) / math.sqrt(3)
+    assert diff.seeds == ("1", "2", "3") and diff.n == 3
+    assert diff.mean == pytest.approx(0.9) and (diff.low, diff.high) == pytest.approx((0.9 - half, 0.9 + half))
+    assert diff.separable
+    assert verdict("partial", "full", diff) == "partial beats full by +0.90 points (95 % CI +0.40 to +1.40, 3 paired seeds)"
+
+
+def test_paired_difference_tie() -> None:
+    from transferlab.report.stats import paired_difference, verdict
+
+    diff = paired_difference({"1": 86.0, "2": 85.0, "3": 87.0}, {"1": 85.5, "2": 85.8, "3": 85.8})
+    half = T_975_DF2 * statistics.stdev([0.5, -0.8, 1.2]) / math.sqrt(3)
+    assert diff.mean == pytest.approx(0.3) and (diff.low, diff.high) == pytest.approx((0.3 - half, 0.3 + half))
+    assert not diff.separable
+    assert verdict("partial", "full", diff) == "partial and full are not separable with 3 seeds (+0.30, 95 % CI −2.22 to +2.82)"
+
+
+def test_verdict_wording() -> None:
+    from transferlab.report.stats import PairedDifference, verdict
+
+    three = ("1", "2", "3")
+    assert verdict("partial", "full", PairedDifference(three, 0.91, 0.21, 1.61)) == \
+        "partial beats full by +0.91 points (95 % CI +0.21 to +1.61, 3 paired seeds)"
+    assert verdict("partial", "full", PairedDifference(three, 0.30, -0.80, 1.40)) == \
+        "partial and full are not separable with 3 seeds (+0.30, 95 % CI −0.80 to +1.40)"
+    # The higher mean over all seeds lost on the seeds both ran: the winner there is named.
+    assert verdict("partial", "full", PairedDifference(three, -1.0, -1.5, -0.5)) == \
+        "full beats partial by +1.00 points (95 % CI +0.50 to +1.50, 3 paired seeds)"
+
+
+def test_one_seed_and_unpaired_seeds_are_not_separable() -> None:
+    from transferlab.report.stats import paired_difference, verdict
+
+    one = paired_difference({"1": 80.0}, {"1": 79.5, "2": 81.0})
+    assert one.seeds == ("1",) and one.mean == pytest.approx(0.5) and math.isnan(one.low) and not one.separable
+    assert verdict("partial", "full", one) == "partial and full are not separable: 1 seed (+0.50)"
+
+    none = paired_difference({"1": 80.0, "2": 81.0}, {"3": 70.0, "4": 71.0})
+    assert none.n == 0 and math.isnan(none.mean) and not none.separable
+    assert verdict("partial", "full", none) == "partial and full are not separable: no seed ran for both"
+
+    # Only the shared seeds pair, however far apart the others are.
+    some = paired_difference({"1": 99.0, "2": 80.0, "3": 81.0}, {"2": 79.0, "3": 80.0, "4": 10.0})
+    assert some.seeds == ("2", "3") and some.mean == pytest.approx(1.0) and some.low == pytest.approx(1.0)
+
+
+def _sweep_of(sweep: Path, runs: list[tuple[str, int, int, float]]) -> None:
+    """Jobs (strategy, images per class, seed, test accuracy) of one model in one multirun dir."""
+    for num, (strategy, size, seed, acc) in enumerate(runs):
+        m = _metrics("lite0", strategy, 10, 1)
+        m["config"].update(samples_per_class=size, train_size=10 * size, seed=seed)
+        m["test"]["acc"] = acc
+        _job(sweep, num, [f"strategy={strategy}", f"data.samples_per_class={size}", f"seed={seed}"], m)
+
+
+def test_report_names_a_verdict_per_size(tmp_path: Path) -> None:
+    sweep = tmp_path / "multiruns" / "2026-01-01_10-00-00"
+    _sweep_of(sweep, [
+        *[("partial", 10, s, a) for s, a in ((1, 0.861), (2, 0.869), (3, 0.874))],  # a clear win
+        *[("full", 10, s, a) for s, a in ((1, 0.850), (2, 0.862), (3, 0.865))],
+        *[("partial", 100, s, a) for s, a in ((1, 0.860), (2, 0.850), (3, 0.870))],  # a tie
+        *[("full", 100, s, a) for s, a in ((1, 0.855), (2, 0.858), (3, 0.858))],
+        ("partial", 1000, 1, 0.90), ("full", 1000, 1, 0.895),  # one seed
+        ("partial", 50, 1, 0.90), ("partial", 50, 2, 0.91), ("full", 50, 3, 0.80), ("full", 50, 4, 0.81),  # unpaired
+        ("full", 5, 1, 0.50),  # nothing to compare with
+    ])
+    report = write_report([sweep])
+    md = (sweep / "results.md").read_text()
+    assert "- 10 images/class: partial beats full by +0.90 points (95 % CI +0.40 to +1.40, 3 paired seeds)." in md
+    assert "- 100 images/class: partial and full are not separable with 3 seeds (+0.30, 95 % CI −2.22 to +2.82)." in md
+    assert "- 1000 images/class: partial and full are not separable: 1 seed (+0.50)." in md
+    assert "- 50 images/class: partial and full are not separable: no seed ran for both." in md
+    assert "- 5 images/class: only full ran." in md
+    # Sizes in order, and the same answers machine-readable.
+    assert [c.size for c in report.comparisons.itertuples()] == ["5", "10", "50", "100", "1000"]
+    table = pd.read_csv(sweep / "comparisons.csv", dtype={"size": str}).set_index("size")
+    assert table["separable"].to_dict() == {"5": False, "10": True, "50": False, "100": False, "1000": False}
+    assert table["n_paired"].to_dict() == {"5": 0, "10": 3, "50": 0, "100": 3, "1000": 1}
+    assert table.loc["100", "ci_low"] == pytest.approx(0.3 - T_975_DF2 * statistics.stdev([0.5, -0.8, 1.2]) / math.sqrt(3))
+
+
+# --- never average different experiments, never count a seed twice ------------------------------
+
+
+def test_a_run_resumed_again_counts_once(tmp_path: Path) -> None:
+    """A finished run resumed from its last checkpoint finishes again with the same numbers: one seed."""
+    runs = tmp_path / "logs" / "train" / "runs"
+    first = _job(runs, "2026-01-01_10-00-00-000001", ["strategy=partial", "seed=1"], _metrics("lite0", "partial", 10, 1))
+    again = _job(runs, "2026-01-02_10-00-00-000002", ["strategy=partial", "seed=1"],
+                 {**_metrics("lite0", "partial", 10, 1), "resumed_from": str(first / "checkpoints" / "last.ckpt")})
+    out = tmp_path / "report"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    md = (out / "results.md").read_text()
+    acc = f"{100 * _acc('partial', 10, 1):.2f}"
+    assert f"| 10 | {acc} (n=1) |" in md
+    assert f"| lite0 | fashion_mnist | 10 | partial | 1 | {acc} |" in md
+    assert "(n=2)" not in md and "± 0.00" not in md
+    df = pd.read_csv(out / "results.csv")
+    assert df.set_index("job")["status"].to_dict() == {first.name: "duplicate", again.name: "completed"}
+    assert df.set_index("job").loc[first.name, "duplicate_of"] == os.path.relpath(again, out)
+    assert df.set_index("job").loc[again.name, "resumed_from"] == os.path.relpath(first / "checkpoints" / "last.ckpt", out)
+    dups = md.split("## Duplicates, not counted (1)")[1].split("##")[0]
+    assert (f"- `{os.path.relpath(first, out)}` (lite0 · fashion_mnist · 10 · partial, seed 1): "
+            f"repeats `{os.path.relpath(again, out)}`") in dups
+    assert "## Failed or unfinished jobs (0)" in md
+
+
+def test_the_newest_run_of_a_seed_counts_by_run_dir_time_then_mtime(tmp_path: Path) -> None:
+    from transferlab.report import collect
+
+    def run(parent: Path, name: str, acc: float, mtime: float) -> Path:
+        m = _metrics("lite0", "full", 10, 1)
+        m["test"]["acc"] = acc
+        job = _job(parent, name, ["strategy=full", "seed=1"], m)
+        os.utime(job / "metrics.json", (mtime, mtime))
+        return job
+
+    # Run dir names say which started last, whatever the files' times say.
+    named = tmp_path / "named"
+    run(named, "2026-03-01_09-00-00-000000", 0.70, mtime=2_000_000_000)
+    newest = run(named, "2026-03-02_09-00-00-000000", 0.75, mtime=1_000_000_000)
+    jobs = collect([named])
+    assert jobs.set_index("job")["status"].to_dict() == {"2026-03-01_09-00-00-000000": "duplicate",
+                                                          newest.name: "completed"}
+    # Dirs not named by a time (copied, or jobs of one multirun): the newer metrics.json counts.
+    plain = tmp_path / "plain"
+    run(plain, "a", 0.70, mtime=2_000_000_000)
+    run(plain, "b", 0.75, mtime=1_000_000_000)
+    assert collect([plain]).set_index("job")["status"].to_dict() == {"a": "completed", "b": "duplicate"}
+    sweep = tmp_path / "multiruns" / "2026-03-01_09-00-00-000000"
+    run(sweep, "0", 0.70, mtime=1_000_000_000)
+    run(sweep, "1", 0.75, mtime=2_000_000_000)
+    report = write_report([sweep])
+    assert report.counts() == {"completed": 1, "duplicate": 1}
+    assert report.groups["n"].tolist() == [1] and report.groups["test_mean"].tolist() == pytest.approx([75.0])
+
+
+def test_runs_that_differ_in_a_setting_are_different_rows(tmp_path: Path) -> None:
+    sweep = tmp_path / "multiruns" / "2026-01-01_10-00-00"
+    jobs = []
+    for strategy, setting, seeds in (("partial", {"lr": 0.001}, (1, 2)), ("partial", {"lr": 0.01}, (1, 2)),
+                                     ("lora", {"strategy_args": {"r": 4, "alpha": 8}}, (1,)),
+                                     ("lora", {"strategy_args": {"r": 8, "alpha": 8}}, (1,)),
+                                     ("extract", {"variant": "lbfgs", "max_epochs": 5}, (1,)),
+                                     ("extract", {"variant": "lbfgs", "max_epochs": 10}, (1,)),
+                                     ("full", {"lr": 0.001}, (1, 2))):
+        for seed in seeds:
+            m = _metrics("lite0", "full" if strategy == "lora" else strategy, 10, seed)
+            m["config"].update(strategy=strategy, **setting)
+            m["test"]["acc"] = 0.5 + 0.01 * len(jobs)
+            jobs.append(m)
+    failed = _metrics("lite0", "partial", 10, 1, status="failed")
+    failed["config"]["lr"] = 0.1  # a failed job splits nothing: it is in no average
+    for num, m in enumerate([*jobs, failed]):
+        _job(sweep, num, [f"strategy={m['config']['strategy']}", f"seed={m['config']['seed']}"], m)
+
+    report = write_report([sweep])
+    assert report.counts() == {"completed": 10, "failed": 1}  # same seed, other setting: no duplicate
+    assert report.groups.set_index("strategy")["n"].to_dict() == {
+        "extract (lbfgs, max_epochs=10)": 1, "extract (lbfgs, max_epochs=5)": 1, "full": 2,
+        "lora (r=4)": 1, "lora (r=8)": 1, "partial (lr=0.001)": 2, "partial (lr=0.01)": 2}
+    means = report.groups.set_index("strategy")["test_mean"]
+    assert means["partial (lr=0.001)"] == pytest.approx(50.5) and means["partial (lr=0.01)"] == pytest.approx(52.5)
+    md = (sweep / "results.md").read_text()
+    assert "| lite0 | fashion_mnist | 10 | partial (lr=0.001) | 1,2 | 50.50 ± 0.71 |" in md
+    df = pd.read_csv(sweep / "results.csv")
+    assert df[df["status"] == "failed"]["strategy"].tolist() == ["partial"]
+    assert set(df["strategy_name"]) == {"partial", "lora", "extract", "full"}
+
+
+def test_variant_label_is_generic(tmp_path: Path) -> None:
+    from transferlab.report import collect
+
+    sweep = tmp_path / "sweep"
+    m = {**_metrics("lite0", "full", 10, 1), "schema": 2}
+    m["config"].update(strategy="lp_ft", variant="two_stage")
+    _job(sweep, 0, ["strategy=lp_ft"], m)
+    assert collect([sweep])["strategy"].tolist() == ["lp_ft (two_stage)"]
+
+
+# --- plots: what they draw ----------------------------------------------------------------------
+
+
+def _panels(fig) -> dict:
+    return {ax.get_title(): ax for ax in fig.axes if ax.get_visible() and ax.get_title()}
+
+
+def test_plots_draw_the_group_means(sweeps: tuple[Path, Path], tmp_path: Path) -> None:
+    from matplotlib.container import BarContainer, ErrorbarContainer
+
+    first, second = sweeps
+    report = write_report([first, second], tmp_path / "report")
+
+    def expected(strategy: str, size: int | None, seeds) -> tuple[float, float]:
+        accs = [100 * _acc(strategy, size, s) for s in seeds]
+        return statistics.mean(accs), statistics.stdev(accs)
+
+    # Accuracy vs size: one line per strategy through its group means, std as error bars.
+    panels = _panels(report.figures["acc_vs_size"])
+    assert set(panels) == {"efficientnet_lite0 · fashion_mnist", "resnet18 · fashion_mnist"}
+    cases = {"efficientnet_lite0 · fashion_mnist": (BASE, {10: 10, 100: 100}, (1, 2, 3)),
+             # "all": 54,000 images over the 10 classes its 10-per-class runs show
+             "resnet18 · fashion_mnist": (("extract", "full"), {10: 10, None: 5400}, (1, 2))}
+    for title, (strategies, sizes, seeds) in cases.items():
+        lines = {c.get_label(): c for c in panels[title].containers if isinstance(c, ErrorbarContainer)}
+        assert sorted(lines) == sorted(strategies)
+        for strategy, c in lines.items():
+            points = [(x, *expected(strategy, size, seeds)) for size, x in sizes.items()]
+            assert c.lines[0].get_xydata() == pytest.approx(np.array([[x, m] for x, m, _ in points]))
+            bars = np.array(c.lines[2][0].get_segments())
+            assert bars == pytest.approx(np.array([[[x, m - s], [x, m + s]] for x, m, s in points]))
+    ticks = [t.get_text() for t in panels["resnet18 · fashion_mnist"].get_xticklabels()]
+    assert ticks == ["10", "all\n(≈5400)"]
+
+    # Accuracy vs time: a point per counted run, a marker per group mean.
+    ax = _panels(report.figures["acc_vs_time"])["efficientnet_lite0 · fashion_mnist  (labels: images/class)"]
+    runs = {c.get_label(): c for c in ax.collections if c.get_label().endswith(" runs")}
+    assert sorted(runs) == [f"{s} runs" for s in sorted(BASE)]
+    for strategy in BASE:
+        drawn = np.array(sorted(map(tuple, runs[f"{strategy} runs"].get_offsets().tolist())))
+        recorded = sorted((m["time"]["total_s"], 100 * m["test"]["acc"])
+                          for m in (_metrics("e", strategy, size, s) for size in (10, 100) for s in (1, 2, 3)))
+        assert drawn == pytest.approx(np.array(recorded))
+        marker = next(c for c in ax.containers if c.get_label() == strategy)
+        means = [(statistics.mean(_metrics("e", strategy, size, s)["time"]["total_s"] for s in (1, 2, 3)),
+                  expected(strategy, size, (1, 2, 3))[0]) for size in (10, 100)]
+        assert marker.lines[0].get_xydata() == pytest.approx(np.array(sorted(means)))
+
+    # Trainable parameters: a bar per (strategy, model) at the runs' median.
+    ax = report.figures["params_by_strategy"].axes[0]
+    strategies = [t.get_text() for t in ax.get_xticklabels()]
+    assert strategies == sorted(BASE)
+    bars = {c.get_label(): c for c in ax.containers if isinstance(c, BarContainer)}
+    assert sorted(bars) == ["efficientnet_lite0", "resnet18"]
+    assert [b.get_height() for b in bars["efficientnet_lite0"]] == [TRAINABLE[s] for s in strategies]
+    assert [b.get_height() for b in bars["resnet18"]] == [TRAINABLE[s] for s in ("extract", "full")]
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def test_bad_input_is_one_line_or_a_failed_row(tmp_path: Path, capsys) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "README.txt").write_text("not a run\n")
+    assert main(["report", str(notes)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no runs under {notes}" in err and "logs/train/multiruns/<date>" in err
+
+    sweep = tmp_path / "sweep"
+    _job(sweep, 0, ["strategy=full", "seed=1"], _metrics("lite0", "full", 10, 1))
+    _job(sweep, 1, ["strategy=full", "seed=2"], None)
+    (sweep / "1" / "metrics.json").write_text("[1, 2]")
+    _job(sweep, 2, ["strategy=partial", "seed=3"], None)
+    (sweep / "2" / "metrics.json").write_text('{"schema": "two", "status": "completed"}')
+    _job(sweep, 3, ["strategy=partial", "seed=4"], None)
+    (sweep / "3" / "metrics.json").write_bytes(b"\xff\xfe")
+    assert main(["report", str(sweep)]) == 0
+    df = pd.read_csv(sweep / "results.csv").set_index("job")
+    assert df["status"].to_dict() == {0: "completed", 1: "failed", 2: "failed", 3: "failed"}
+    assert df.loc[1, "error"] == "unreadable metrics.json: expected a JSON object, got list"
+    assert df.loc[2, "error"].startswith("unreadable metrics.json: ") and df.loc[2, "strategy"] == "partial"
+    assert df.loc[3, "error"].startswith("unreadable metrics.json: ") and df.loc[3, "seed"] == 4
+    assert str(tmp_path) not in (sweep / "results.md").read_text()
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["report", str(sweep), "--out", str(blocker / "report")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write" in err and "pass --out <a folder you can write>" in err
