@@ -513,3 +513,25 @@ def test_bad_input_is_one_line_or_a_failed_row(tmp_path: Path, capsys) -> None:
     assert main(["report", str(sweep), "--out", str(blocker / "report")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot write" in err and "pass --out <a folder you can write>" in err
+
+
+def test_code_commits_are_counted_and_record_paths_are_relative(tmp_path: Path) -> None:
+    sweep = tmp_path / "logs" / "multiruns" / "2026-01-01_10-00-00"
+    cache = tmp_path / ".cache" / "features"
+    for num, (seed, commit, dirty) in enumerate(((1, "a" * 40, False), (2, "a" * 40, False), (3, "b" * 40, True))):
+        m = _metrics("lite0", "full", 10, seed, commit=commit, dirty=dirty)
+        job = sweep / str(num)
+        m.update(best_checkpoint=str(job / "checkpoints" / "epoch_003.ckpt"), feature_cache={"dir": str(cache), "hits": 3})
+        _job(sweep, num, ["strategy=full", f"seed={seed}"], m)
+    _job(sweep, 3, ["strategy=extract", "seed=1"], _metrics("lite0", "extract", 10, 1))  # no provenance recorded
+    out = tmp_path / "docs" / "results"
+    assert main(["report", str(sweep), "--out", str(out)]) == 0
+    md = (out / "results.md").read_text()
+    assert "Code: `aaaaaaa` (2 runs), `bbbbbbb+dirty` (1 run), `unknown` (1 run)." in md
+    assert "| 3.38M | 3.38M | 56.9 ± 0.0 | aaaaaaa (2 runs), bbbbbbb+dirty (1 run) |" in md
+    assert "| 13.2 | unknown |" in md  # the extract run, alone in its group
+    df = pd.read_csv(out / "results.csv").set_index("job")
+    assert df["code"].to_dict() == {0: "aaaaaaa", 1: "aaaaaaa", 2: "bbbbbbb+dirty", 3: "unknown"}
+    assert df.loc[0, "best_checkpoint"] == os.path.relpath(sweep / "0" / "checkpoints" / "epoch_003.ckpt", out)
+    assert df.loc[0, "feature_cache.dir"] == "../../.cache/features"
+    assert str(tmp_path) not in (out / "results.csv").read_text() + md
