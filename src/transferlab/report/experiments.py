@@ -84,7 +84,7 @@ def strategy_labels(jobs: pd.DataFrame) -> pd.Series:
     """The row label of each job: ``strategy (variant, setting=value, ...)``, naming the settings
     in which the completed jobs of its (model, data, size, strategy, variant) group differ."""
     base = [text(s) for s in jobs["strategy"]]
-    variant = jobs["variant"] if "variant" in jobs.columns else pd.Series(pd.NA, index=jobs.index)
+    variant = jobs["variant"]
     parts: dict[int, list[str]] = {i: ([] if is_missing(v) else [str(v)]) for i, v in zip(jobs.index, variant)}
 
     done = jobs["status"] == COMPLETED
