@@ -1,22 +1,28 @@
-"""`transferlab report` on a fake sweep tree: CSV rows, mean ± std, bold best, failures, plots."""
+"""`transferlab report` on a fake sweep tree: CSV rows, mean ± std, bold best, verdicts, failures,
+duplicates, provenance, portable paths, and plots checked for what they draw."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from transferlab.cli import main
+from transferlab.report import write_report
 
 SEED_OFFSET = {1: -0.012, 2: 0.004, 3: 0.008}
 BASE = {"extract": 0.70, "partial": 0.80, "full": 0.78}
 SIZE_BONUS = {10: 0.0, 100: 0.06, None: 0.10}
 TRAINABLE = {"extract": 12_810, "partial": 1_200_000, "full": 3_380_000}
 PLOTS = ("acc_vs_size.png", "acc_vs_time.png", "params_by_strategy.png")
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def _acc(strategy: str, size: int | None, seed: int) -> float:
@@ -33,10 +39,13 @@ def _job(sweep: Path, num: int, overrides: list[str], metrics: dict | None) -> P
     return job
 
 
-def _metrics(model: str, strategy: str, size: int | None, seed: int, status: str = "completed") -> dict:
+def _metrics(model: str, strategy: str, size: int | None, seed: int, status: str = "completed",
+             commit: str | None = None, dirty: bool = False) -> dict:
     acc = _acc(strategy, size, seed)
     failed = status == "failed"
+    provenance = {"provenance": {"code": {"commit": commit, "dirty": dirty}, "versions": {"torch": "2.14.1"}}}
     return {
+        **(provenance if commit else {}),  # records from before provenance have none
         "status": status,
         "error": "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB" if failed else None,
         "test": {} if failed else {"acc": acc, "loss": round(1.2 - acc, 3)},
@@ -62,7 +71,7 @@ def sweeps(tmp_path: Path) -> tuple[Path, Path]:
         for size in (10, 100):
             for seed in (1, 2, 3):
                 _job(first, num, [f"strategy={strategy}", f"data.samples_per_class={size}", f"seed={seed}"],
-                     _metrics("efficientnet_lite0", strategy, size, seed))
+                     _metrics("efficientnet_lite0", strategy, size, seed, commit=COMMIT))
                 num += 1
     _job(first, num, ["strategy=full", "data.samples_per_class=100", "seed=4"],
          _metrics("efficientnet_lite0", "full", 100, 3, status="failed"))
@@ -121,12 +130,42 @@ def test_report_from_two_sweeps(sweeps: tuple[Path, Path], tmp_path: Path) -> No
     assert "| efficientnet_lite0 | fashion_mnist | 100 | **partial** | 1,2,3 | **86.00 ± 1.06** |" in md
 
     # Failed and unfinished jobs, with where they are and why.
+    # Paths are relative to the report, so the committed report holds none of this machine's.
     failures = md.split("## Failed or unfinished jobs (3)")[1]
-    assert f"`{first / '18'}`" in failures
+    assert f"`{os.path.relpath(first / '18', out)}`" in failures
     assert "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB" in failures
-    assert f"`{first / '19'}` (`strategy=partial data.samples_per_class=10 seed=9`)" in failures
+    assert f"`{os.path.relpath(first / '19', out)}` (`strategy=partial data.samples_per_class=10 seed=9`)" in failures
     assert "no metrics.json" in failures
-    assert f"`{second / '8'}`" in failures and "unreadable metrics.json" in failures
+    assert f"`{os.path.relpath(second / '8', out)}`" in failures and "unreadable metrics.json" in failures
+
+    # No path of this machine anywhere in what is written; the paths there lead back to the runs.
+    for name in ("results.csv", "results.md", "comparisons.csv"):
+        assert str(tmp_path) not in (out / name).read_text(), name
+    assert md.startswith(f"# Results\n\nSources: `{os.path.relpath(first, out)}`, `{os.path.relpath(second, out)}`\n")
+    assert df["sweep"].map(lambda p: not os.path.isabs(p)).all()
+    assert ((out / row["job_dir"].iloc[0]).resolve() == (out / row["run_dir"].iloc[0]).resolve()
+            == (out / row["sweep"].iloc[0] / str(row["job"].iloc[0])).resolve())
+    assert (out / row["job_dir"].iloc[0] / "metrics.json").is_file()
+
+    # The question answered: per (model, data, size) the winner, and whether beyond noise. The
+    # fixture's seeds move every strategy alike, so the paired difference has no spread.
+    effnet = md.split("### efficientnet_lite0 on fashion_mnist")[1].split("###")[0]
+    assert "- 10 images/class: partial beats full by +2.00 points (95 % CI +2.00 to +2.00, 3 paired seeds)." in effnet
+    assert "- 100 images/class: partial beats full by +2.00 points (95 % CI +2.00 to +2.00, 3 paired seeds)." in effnet
+    resnet = md.split("### resnet18 on fashion_mnist")[1].split("## All groups")[0]
+    assert "- all training images: full beats extract by +8.00 points (95 % CI +8.00 to +8.00, 2 paired seeds)." in resnet
+    comparisons = pd.read_csv(out / "comparisons.csv", dtype={"size": str})
+    assert len(comparisons) == 4
+    c = comparisons.set_index(["model", "size"]).loc[("efficientnet_lite0", "100")]
+    assert (c["best"], c["runner_up"], c["n_paired"], c["paired_seeds"]) == ("partial", "full", 3, "1,2,3")
+    assert c["diff_mean"] == pytest.approx(2.0) and c["ci_low"] == pytest.approx(2.0) and bool(c["separable"])
+    assert c["best_mean"] == pytest.approx(86.0) and c["runner_up_mean"] == pytest.approx(84.0)
+
+    # Which code each table's runs came from; records from before provenance say so.
+    assert "Code: `0123456+dirty`" not in effnet and "Code: `0123456` (all 18 runs)." in effnet
+    assert "Code: `unknown` (all 8 runs)." in resnet
+    assert "| 3.38M | 3.38M |" in md and md.count("| 0123456 |") == 6 and md.count("| unknown |") == 4
+    assert set(df[df["status"] == "completed"].groupby("model")["code"].unique().map(tuple)) == {("0123456",), ("unknown",)}
 
     for name in PLOTS:
         path = out / name
@@ -146,10 +185,14 @@ def test_default_out_is_first_dir_and_errors(sweeps: tuple[Path, Path], tmp_path
     assert len(pd.read_csv(first / "results.csv")) == 20
     assert "20 jobs" in capsys.readouterr().out
 
+    capsys.readouterr()
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["report", str(empty)]) == 1
+    assert main(["report", str(empty)]) == 2  # a user error, as elsewhere in transferlab
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no runs under" in err and "pass the run or multirun directory" in err
     assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "not a directory" in capsys.readouterr().err
     assert main([]) == 2
 
 
@@ -186,3 +229,309 @@ def test_lbfgs_probe_is_its_own_strategy_row(tmp_path: Path) -> None:
         m["config"]["solver"] = solver
         _job(sweep, num, ["strategy=extract", f"strategy.solver={solver}"], m)
     assert sorted(collect([sweep])["strategy"]) == ["extract", "extract (lbfgs)"]
+
+
+# --- verdicts: the paired comparison to the runner-up -------------------------------------------
+
+T_975_DF2 = 4.302652729911275  # from a t table: the 97.5th percentile with 2 degrees of freedom
+
+
+def test_paired_difference_clear_win() -> None:
+    from transferlab.report.stats import paired_difference, verdict
+
+    partial = {"1": 86.1, "2": 86.9, "3": 87.4}
+    full = {"1": 85.0, "2": 86.2, "3": 86.5}
+    diff = paired_difference(partial, full)
+    d = [1.1, 0.7, 0.9]
+    half = T_975_DF2 * statistics.stdev(d) / math.sqrt(3)
+    assert diff.seeds == ("1", "2", "3") and diff.n == 3
+    assert diff.mean == pytest.approx(0.9) and (diff.low, diff.high) == pytest.approx((0.9 - half, 0.9 + half))
+    assert diff.separable
+    assert verdict("partial", "full", diff) == "partial beats full by +0.90 points (95 % CI +0.40 to +1.40, 3 paired seeds)"
+
+
+def test_paired_difference_tie() -> None:
+    from transferlab.report.stats import paired_difference, verdict
+
+    diff = paired_difference({"1": 86.0, "2": 85.0, "3": 87.0}, {"1": 85.5, "2": 85.8, "3": 85.8})
+    half = T_975_DF2 * statistics.stdev([0.5, -0.8, 1.2]) / math.sqrt(3)
+    assert diff.mean == pytest.approx(0.3) and (diff.low, diff.high) == pytest.approx((0.3 - half, 0.3 + half))
+    assert not diff.separable
+    assert verdict("partial", "full", diff) == "partial and full are not separable with 3 seeds (+0.30, 95 % CI −2.22 to +2.82)"
+
+
+def test_verdict_wording() -> None:
+    from transferlab.report.stats import PairedDifference, verdict
+
+    three = ("1", "2", "3")
+    assert verdict("partial", "full", PairedDifference(three, 0.91, 0.21, 1.61)) == \
+        "partial beats full by +0.91 points (95 % CI +0.21 to +1.61, 3 paired seeds)"
+    assert verdict("partial", "full", PairedDifference(three, 0.30, -0.80, 1.40)) == \
+        "partial and full are not separable with 3 seeds (+0.30, 95 % CI −0.80 to +1.40)"
+    # The higher mean over all seeds lost on the seeds both ran: the winner there is named.
+    assert verdict("partial", "full", PairedDifference(three, -1.0, -1.5, -0.5)) == \
+        "full beats partial by +1.00 points (95 % CI +0.50 to +1.50, 3 paired seeds)"
+
+
+def test_one_seed_and_unpaired_seeds_are_not_separable() -> None:
+    from transferlab.report.stats import paired_difference, verdict
+
+    one = paired_difference({"1": 80.0}, {"1": 79.5, "2": 81.0})
+    assert one.seeds == ("1",) and one.mean == pytest.approx(0.5) and math.isnan(one.low) and not one.separable
+    assert verdict("partial", "full", one) == "partial and full are not separable: 1 seed (+0.50)"
+
+    none = paired_difference({"1": 80.0, "2": 81.0}, {"3": 70.0, "4": 71.0})
+    assert none.n == 0 and math.isnan(none.mean) and not none.separable
+    assert verdict("partial", "full", none) == "partial and full are not separable: no seed ran for both"
+
+    # Only the shared seeds pair, however far apart the others are.
+    some = paired_difference({"1": 99.0, "2": 80.0, "3": 81.0}, {"2": 79.0, "3": 80.0, "4": 10.0})
+    assert some.seeds == ("2", "3") and some.mean == pytest.approx(1.0) and some.low == pytest.approx(1.0)
+
+
+def _sweep_of(sweep: Path, runs: list[tuple[str, int, int, float]]) -> None:
+    """Jobs (strategy, images per class, seed, test accuracy) of one model in one multirun dir."""
+    for num, (strategy, size, seed, acc) in enumerate(runs):
+        m = _metrics("lite0", strategy, 10, 1)
+        m["config"].update(samples_per_class=size, train_size=10 * size, seed=seed)
+        m["test"]["acc"] = acc
+        _job(sweep, num, [f"strategy={strategy}", f"data.samples_per_class={size}", f"seed={seed}"], m)
+
+
+def test_report_names_a_verdict_per_size(tmp_path: Path) -> None:
+    sweep = tmp_path / "multiruns" / "2026-01-01_10-00-00"
+    _sweep_of(sweep, [
+        *[("partial", 10, s, a) for s, a in ((1, 0.861), (2, 0.869), (3, 0.874))],  # a clear win
+        *[("full", 10, s, a) for s, a in ((1, 0.850), (2, 0.862), (3, 0.865))],
+        *[("partial", 100, s, a) for s, a in ((1, 0.860), (2, 0.850), (3, 0.870))],  # a tie
+        *[("full", 100, s, a) for s, a in ((1, 0.855), (2, 0.858), (3, 0.858))],
+        ("partial", 1000, 1, 0.90), ("full", 1000, 1, 0.895),  # one seed
+        ("partial", 50, 1, 0.90), ("partial", 50, 2, 0.91), ("full", 50, 3, 0.80), ("full", 50, 4, 0.81),  # unpaired
+        ("full", 5, 1, 0.50),  # nothing to compare with
+    ])
+    report = write_report([sweep])
+    md = (sweep / "results.md").read_text()
+    assert "- 10 images/class: partial beats full by +0.90 points (95 % CI +0.40 to +1.40, 3 paired seeds)." in md
+    assert "- 100 images/class: partial and full are not separable with 3 seeds (+0.30, 95 % CI −2.22 to +2.82)." in md
+    assert "- 1000 images/class: partial and full are not separable: 1 seed (+0.50)." in md
+    assert "- 50 images/class: partial and full are not separable: no seed ran for both." in md
+    assert "- 5 images/class: only full ran." in md
+    # Sizes in order, and the same answers machine-readable.
+    assert [c.size for c in report.comparisons.itertuples()] == ["5", "10", "50", "100", "1000"]
+    table = pd.read_csv(sweep / "comparisons.csv", dtype={"size": str}).set_index("size")
+    assert table["separable"].to_dict() == {"5": False, "10": True, "50": False, "100": False, "1000": False}
+    assert table["n_paired"].to_dict() == {"5": 0, "10": 3, "50": 0, "100": 3, "1000": 1}
+    assert table.loc["100", "ci_low"] == pytest.approx(0.3 - T_975_DF2 * statistics.stdev([0.5, -0.8, 1.2]) / math.sqrt(3))
+
+
+# --- never average different experiments, never count a seed twice ------------------------------
+
+
+def test_a_run_resumed_again_counts_once(tmp_path: Path) -> None:
+    """A finished run resumed from its last checkpoint finishes again with the same numbers: one seed."""
+    runs = tmp_path / "logs" / "train" / "runs"
+    first = _job(runs, "2026-01-01_10-00-00-000001", ["strategy=partial", "seed=1"], _metrics("lite0", "partial", 10, 1))
+    again = _job(runs, "2026-01-02_10-00-00-000002", ["strategy=partial", "seed=1"],
+                 {**_metrics("lite0", "partial", 10, 1), "resumed_from": str(first / "checkpoints" / "last.ckpt")})
+    out = tmp_path / "report"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    md = (out / "results.md").read_text()
+    acc = f"{100 * _acc('partial', 10, 1):.2f}"
+    assert f"| 10 | {acc} (n=1) |" in md
+    assert f"| lite0 | fashion_mnist | 10 | partial | 1 | {acc} |" in md
+    assert "(n=2)" not in md and "± 0.00" not in md
+    df = pd.read_csv(out / "results.csv")
+    assert df.set_index("job")["status"].to_dict() == {first.name: "duplicate", again.name: "completed"}
+    assert df.set_index("job").loc[first.name, "duplicate_of"] == os.path.relpath(again, out)
+    assert df.set_index("job").loc[again.name, "resumed_from"] == os.path.relpath(first / "checkpoints" / "last.ckpt", out)
+    dups = md.split("## Duplicates, not counted (1)")[1].split("##")[0]
+    assert (f"- `{os.path.relpath(first, out)}` (lite0 · fashion_mnist · 10 · partial, seed 1): "
+            f"repeats `{os.path.relpath(again, out)}`") in dups
+    assert "## Failed or unfinished jobs (0)" in md
+
+
+def test_the_newest_run_of_a_seed_counts_by_run_dir_time_then_mtime(tmp_path: Path) -> None:
+    from transferlab.report import collect
+
+    def run(parent: Path, name: str, acc: float, mtime: float) -> Path:
+        m = _metrics("lite0", "full", 10, 1)
+        m["test"]["acc"] = acc
+        job = _job(parent, name, ["strategy=full", "seed=1"], m)
+        os.utime(job / "metrics.json", (mtime, mtime))
+        return job
+
+    # Run dir names say which started last, whatever the files' times say.
+    named = tmp_path / "named"
+    run(named, "2026-03-01_09-00-00-000000", 0.70, mtime=2_000_000_000)
+    newest = run(named, "2026-03-02_09-00-00-000000", 0.75, mtime=1_000_000_000)
+    jobs = collect([named])
+    assert jobs.set_index("job")["status"].to_dict() == {"2026-03-01_09-00-00-000000": "duplicate",
+                                                          newest.name: "completed"}
+    # Dirs not named by a time (copied, or jobs of one multirun): the newer metrics.json counts.
+    plain = tmp_path / "plain"
+    run(plain, "a", 0.70, mtime=2_000_000_000)
+    run(plain, "b", 0.75, mtime=1_000_000_000)
+    assert collect([plain]).set_index("job")["status"].to_dict() == {"a": "completed", "b": "duplicate"}
+    sweep = tmp_path / "multiruns" / "2026-03-01_09-00-00-000000"
+    run(sweep, "0", 0.70, mtime=1_000_000_000)
+    run(sweep, "1", 0.75, mtime=2_000_000_000)
+    report = write_report([sweep])
+    assert report.counts() == {"completed": 1, "duplicate": 1}
+    assert report.groups["n"].tolist() == [1] and report.groups["test_mean"].tolist() == pytest.approx([75.0])
+
+
+def test_runs_that_differ_in_a_setting_are_different_rows(tmp_path: Path) -> None:
+    sweep = tmp_path / "multiruns" / "2026-01-01_10-00-00"
+    jobs = []
+    for strategy, setting, seeds in (("partial", {"lr": 0.001}, (1, 2)), ("partial", {"lr": 0.01}, (1, 2)),
+                                     ("lora", {"strategy_args": {"r": 4, "alpha": 8}}, (1,)),
+                                     ("lora", {"strategy_args": {"r": 8, "alpha": 8}}, (1,)),
+                                     ("extract", {"variant": "lbfgs", "max_epochs": 5}, (1,)),
+                                     ("extract", {"variant": "lbfgs", "max_epochs": 10}, (1,)),
+                                     ("full", {"lr": 0.001}, (1, 2))):
+        for seed in seeds:
+            m = _metrics("lite0", "full" if strategy == "lora" else strategy, 10, seed)
+            m["config"].update(strategy=strategy, **setting)
+            m["test"]["acc"] = 0.5 + 0.01 * len(jobs)
+            jobs.append(m)
+    failed = _metrics("lite0", "partial", 10, 1, status="failed")
+    failed["config"]["lr"] = 0.1  # a failed job splits nothing: it is in no average
+    for num, m in enumerate([*jobs, failed]):
+        _job(sweep, num, [f"strategy={m['config']['strategy']}", f"seed={m['config']['seed']}"], m)
+
+    report = write_report([sweep])
+    assert report.counts() == {"completed": 10, "failed": 1}  # same seed, other setting: no duplicate
+    assert report.groups.set_index("strategy")["n"].to_dict() == {
+        "extract (lbfgs, max_epochs=10)": 1, "extract (lbfgs, max_epochs=5)": 1, "full": 2,
+        "lora (r=4)": 1, "lora (r=8)": 1, "partial (lr=0.001)": 2, "partial (lr=0.01)": 2}
+    means = report.groups.set_index("strategy")["test_mean"]
+    assert means["partial (lr=0.001)"] == pytest.approx(50.5) and means["partial (lr=0.01)"] == pytest.approx(52.5)
+    md = (sweep / "results.md").read_text()
+    assert "| lite0 | fashion_mnist | 10 | partial (lr=0.001) | 1,2 | 50.50 ± 0.71 |" in md
+    df = pd.read_csv(sweep / "results.csv")
+    assert df[df["status"] == "failed"]["strategy"].tolist() == ["partial"]
+    assert set(df["strategy_name"]) == {"partial", "lora", "extract", "full"}
+
+
+def test_variant_label_is_generic(tmp_path: Path) -> None:
+    from transferlab.report import collect
+
+    sweep = tmp_path / "sweep"
+    m = {**_metrics("lite0", "full", 10, 1), "schema": 2}
+    m["config"].update(strategy="lp_ft", variant="two_stage")
+    _job(sweep, 0, ["strategy=lp_ft"], m)
+    assert collect([sweep])["strategy"].tolist() == ["lp_ft (two_stage)"]
+
+
+# --- plots: what they draw ----------------------------------------------------------------------
+
+
+def _panels(fig) -> dict:
+    return {ax.get_title(): ax for ax in fig.axes if ax.get_visible() and ax.get_title()}
+
+
+def test_plots_draw_the_group_means(sweeps: tuple[Path, Path], tmp_path: Path) -> None:
+    from matplotlib.container import BarContainer, ErrorbarContainer
+
+    first, second = sweeps
+    report = write_report([first, second], tmp_path / "report")
+
+    def expected(strategy: str, size: int | None, seeds) -> tuple[float, float]:
+        accs = [100 * _acc(strategy, size, s) for s in seeds]
+        return statistics.mean(accs), statistics.stdev(accs)
+
+    # Accuracy vs size: one line per strategy through its group means, std as error bars.
+    panels = _panels(report.figures["acc_vs_size"])
+    assert set(panels) == {"efficientnet_lite0 · fashion_mnist", "resnet18 · fashion_mnist"}
+    cases = {"efficientnet_lite0 · fashion_mnist": (BASE, {10: 10, 100: 100}, (1, 2, 3)),
+             # "all": 54,000 images over the 10 classes its 10-per-class runs show
+             "resnet18 · fashion_mnist": (("extract", "full"), {10: 10, None: 5400}, (1, 2))}
+    for title, (strategies, sizes, seeds) in cases.items():
+        lines = {c.get_label(): c for c in panels[title].containers if isinstance(c, ErrorbarContainer)}
+        assert sorted(lines) == sorted(strategies)
+        for strategy, c in lines.items():
+            points = [(x, *expected(strategy, size, seeds)) for size, x in sizes.items()]
+            assert c.lines[0].get_xydata() == pytest.approx(np.array([[x, m] for x, m, _ in points]))
+            bars = np.array(c.lines[2][0].get_segments())
+            assert bars == pytest.approx(np.array([[[x, m - s], [x, m + s]] for x, m, s in points]))
+    ticks = [t.get_text() for t in panels["resnet18 · fashion_mnist"].get_xticklabels()]
+    assert ticks == ["10", "all\n(≈5400)"]
+
+    # Accuracy vs time: a point per counted run, a marker per group mean.
+    ax = _panels(report.figures["acc_vs_time"])["efficientnet_lite0 · fashion_mnist  (labels: images/class)"]
+    runs = {c.get_label(): c for c in ax.collections if c.get_label().endswith(" runs")}
+    assert sorted(runs) == [f"{s} runs" for s in sorted(BASE)]
+    for strategy in BASE:
+        drawn = np.array(sorted(map(tuple, runs[f"{strategy} runs"].get_offsets().tolist())))
+        recorded = sorted((m["time"]["total_s"], 100 * m["test"]["acc"])
+                          for m in (_metrics("e", strategy, size, s) for size in (10, 100) for s in (1, 2, 3)))
+        assert drawn == pytest.approx(np.array(recorded))
+        marker = next(c for c in ax.containers if c.get_label() == strategy)
+        means = [(statistics.mean(_metrics("e", strategy, size, s)["time"]["total_s"] for s in (1, 2, 3)),
+                  expected(strategy, size, (1, 2, 3))[0]) for size in (10, 100)]
+        assert marker.lines[0].get_xydata() == pytest.approx(np.array(sorted(means)))
+
+    # Trainable parameters: a bar per (strategy, model) at the runs' median.
+    ax = report.figures["params_by_strategy"].axes[0]
+    strategies = [t.get_text() for t in ax.get_xticklabels()]
+    assert strategies == sorted(BASE)
+    bars = {c.get_label(): c for c in ax.containers if isinstance(c, BarContainer)}
+    assert sorted(bars) == ["efficientnet_lite0", "resnet18"]
+    assert [b.get_height() for b in bars["efficientnet_lite0"]] == [TRAINABLE[s] for s in strategies]
+    assert [b.get_height() for b in bars["resnet18"]] == [TRAINABLE[s] for s in ("extract", "full")]
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def test_bad_input_is_one_line_or_a_failed_row(tmp_path: Path, capsys) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "README.txt").write_text("not a run\n")
+    assert main(["report", str(notes)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no runs under {notes}" in err and "logs/train/multiruns/<date>" in err
+
+    sweep = tmp_path / "sweep"
+    _job(sweep, 0, ["strategy=full", "seed=1"], _metrics("lite0", "full", 10, 1))
+    _job(sweep, 1, ["strategy=full", "seed=2"], None)
+    (sweep / "1" / "metrics.json").write_text("[1, 2]")
+    _job(sweep, 2, ["strategy=partial", "seed=3"], None)
+    (sweep / "2" / "metrics.json").write_text('{"schema": "two", "status": "completed"}')
+    _job(sweep, 3, ["strategy=partial", "seed=4"], None)
+    (sweep / "3" / "metrics.json").write_bytes(b"\xff\xfe")
+    assert main(["report", str(sweep)]) == 0
+    df = pd.read_csv(sweep / "results.csv").set_index("job")
+    assert df["status"].to_dict() == {0: "completed", 1: "failed", 2: "failed", 3: "failed"}
+    assert df.loc[1, "error"] == "unreadable metrics.json: expected a JSON object, got list"
+    assert df.loc[2, "error"].startswith("unreadable metrics.json: ") and df.loc[2, "strategy"] == "partial"
+    assert df.loc[3, "error"].startswith("unreadable metrics.json: ") and df.loc[3, "seed"] == 4
+    assert str(tmp_path) not in (sweep / "results.md").read_text()
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["report", str(sweep), "--out", str(blocker / "report")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write" in err and "pass --out <a folder you can write>" in err
+
+
+def test_code_commits_are_counted_and_record_paths_are_relative(tmp_path: Path) -> None:
+    sweep = tmp_path / "logs" / "multiruns" / "2026-01-01_10-00-00"
+    cache = tmp_path / ".cache" / "features"
+    for num, (seed, commit, dirty) in enumerate(((1, "a" * 40, False), (2, "a" * 40, False), (3, "b" * 40, True))):
+        m = _metrics("lite0", "full", 10, seed, commit=commit, dirty=dirty)
+        job = sweep / str(num)
+        m.update(best_checkpoint=str(job / "checkpoints" / "epoch_003.ckpt"), feature_cache={"dir": str(cache), "hits": 3})
+        _job(sweep, num, ["strategy=full", f"seed={seed}"], m)
+    _job(sweep, 3, ["strategy=extract", "seed=1"], _metrics("lite0", "extract", 10, 1))  # no provenance recorded
+    out = tmp_path / "docs" / "results"
+    assert main(["report", str(sweep), "--out", str(out)]) == 0
+    md = (out / "results.md").read_text()
+    assert "Code: `aaaaaaa` (2 runs), `bbbbbbb+dirty` (1 run), `unknown` (1 run)." in md
+    assert "| 3.38M | 3.38M | 56.9 ± 0.0 | aaaaaaa (2 runs), bbbbbbb+dirty (1 run) |" in md
+    assert "| 13.2 | unknown |" in md  # the extract run, alone in its group
+    df = pd.read_csv(out / "results.csv").set_index("job")
+    assert df["code"].to_dict() == {0: "aaaaaaa", 1: "aaaaaaa", 2: "bbbbbbb+dirty", 3: "unknown"}
+    assert df.loc[0, "best_checkpoint"] == os.path.relpath(sweep / "0" / "checkpoints" / "epoch_003.ckpt", out)
+    assert df.loc[0, "feature_cache.dir"] == "../../.cache/features"
+    assert str(tmp_path) not in (out / "results.csv").read_text() + md

@@ -10,20 +10,30 @@ from typing import Sequence
 
 
 def _report(args: argparse.Namespace) -> int:
+    from transferlab.errors import TransferlabError
     from transferlab.report import write_report  # pandas and matplotlib load only when needed
+    from transferlab.report.experiments import size_phrase
 
     missing = [d for d in args.dirs if not Path(d).is_dir()]
     if missing:
-        print(f"transferlab report: not a directory: {', '.join(missing)}", file=sys.stderr)
+        print(f"transferlab report: not a directory: {', '.join(missing)}: pass the run or multirun "
+              "directories train.py wrote", file=sys.stderr)
         return 2
     try:
         report = write_report(args.dirs, args.out)
-    except FileNotFoundError as e:
+    except TransferlabError as e:
         print(f"transferlab report: {e}", file=sys.stderr)
-        return 1
+        return 2
+    except OSError as e:  # reading is forgiving (unreadable records are rows), so this is writing
+        where = e.filename or args.out or args.dirs[0]
+        print(f"transferlab report: cannot write {where} ({e.strerror or e}): pass --out <a folder you can write>",
+              file=sys.stderr)
+        return 2
     counts = report.counts()
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     print(f"{len(report.jobs)} jobs ({summary}), {len(report.groups)} groups")
+    for c in report.comparisons.itertuples():
+        print(f"{c.model} · {c.data} · {size_phrase(c.size)}: {c.verdict}")
     for path in report.files:
         print(f"wrote {path}")
     return 0
@@ -40,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="gather the metrics.json of runs and sweeps into a CSV, a markdown table and plots",
         description="Walk each DIR for metrics.json files (and Hydra job dirs that have none: "
-        "failed or unfinished jobs) and write results.csv, results.md, acc_vs_size.png, "
-        "acc_vs_time.png and params_by_strategy.png.",
+        "failed or unfinished jobs) and write results.csv, comparisons.csv, results.md, acc_vs_size.png, "
+        "acc_vs_time.png and params_by_strategy.png. Paths in them are relative to the output directory.",
     )
     report.add_argument("dirs", nargs="+", metavar="DIR", help="run or multirun directories")
     report.add_argument("--out", "-o", default=None, help="output directory (default: the first DIR)")

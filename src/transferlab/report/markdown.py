@@ -1,0 +1,141 @@
+"""results.md: per model and data set, a table of strategies by size with the verdict of each size;
+then every group, the duplicates that were not counted, and the jobs that did not complete."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from transferlab.record import COMPLETED
+from transferlab.report.columns import is_missing
+from transferlab.report.experiments import DUPLICATE, size_phrase
+from transferlab.report.stats import CONFIDENCE
+from transferlab.report.summarize import code_counts, runs_phrase
+
+
+def _pm(mean: float, std: float, digits: int = 2) -> str:
+    if mean is None or math.isnan(mean):
+        return "–"
+    if std is None or math.isnan(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _count(x: float) -> str:
+    if x is None or math.isnan(x):
+        return "–"
+    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{unit}"
+    return f"{x:.0f}"
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _bold(text: str, on: bool) -> str:
+    return f"**{text}**" if on else text
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _code_line(codes: Iterable[str]) -> str:
+    counts = code_counts(codes)
+    if len(counts) == 1:
+        return f"Code: `{counts[0][0]}` ({'the' if counts[0][1] == 1 else 'all'} {runs_phrase(counts[0][1])})."
+    return "Code: " + ", ".join(f"`{code}` ({runs_phrase(n)})" for code, n in counts) + "."
+
+
+def _strategy_table(g: pd.DataFrame) -> list[str]:
+    strategies = sorted(g["strategy"].unique())
+    rows = []
+    for size, gs in g.groupby("size", sort=False):
+        by_strategy = {r.strategy: r for r in gs.itertuples()}
+        row = [size]
+        for s in strategies:
+            r = by_strategy.get(s)
+            row.append("–" if r is None else _bold(f"{_pm(r.test_mean, r.test_std)} (n={r.n})", r.best))
+        rows.append(row)
+    return _table(["images/class", *strategies], rows)
+
+
+def _verdicts(comparisons: pd.DataFrame) -> list[str]:
+    if comparisons.empty:
+        return []
+    lines = ["Which strategy wins:", ""]
+    lines += [f"- {size_phrase(c.size)}: {c.verdict}." for c in comparisons.itertuples()]
+    return lines + [""]
+
+
+def _all_groups(groups: pd.DataFrame, unit: str) -> list[str]:
+    header = ["model", "data", "images/class", "strategy", "seeds", f"test acc{unit}", f"val acc{unit}",
+              "trainable params", "total params", "time (s)", "code"]
+    rows = [
+        [r.model, r.data, r.size, _bold(r.strategy, r.best), r.seeds or "–",
+         _bold(_pm(r.test_mean, r.test_std), r.best), _pm(r.val_mean, r.val_std),
+         _count(r.trainable), _count(r.total), _pm(r.time_mean, r.time_std, 1), r.code]
+        for r in groups.itertuples()
+    ]
+    return _table(header, rows)
+
+
+def _duplicates(jobs: pd.DataFrame) -> list[str]:
+    dup = jobs[jobs["status"] == DUPLICATE]
+    lines = [f"## Duplicates, not counted ({len(dup)})", ""]
+    if dup.empty:
+        return lines + ["None.", ""]
+    lines += ["Each seed counts once per group: the newest run with it (by run directory time). "
+              "These repeat one that counts.", ""]
+    for r in dup.itertuples():
+        what = f"{r.model} · {r.data} · {r.size} · {r.strategy}, seed {r.seed}"
+        lines.append(f"- `{r.job_dir}` ({_cell(what)}): repeats `{r.duplicate_of}`")
+    return lines + [""]
+
+
+def _failures(jobs: pd.DataFrame) -> list[str]:
+    bad = jobs[~jobs["status"].isin([COMPLETED, DUPLICATE])]
+    lines = [f"## Failed or unfinished jobs ({len(bad)})", ""]
+    if bad.empty:
+        lines.append("None.")
+    for r in bad.itertuples():
+        overrides = "" if is_missing(r.overrides) or not r.overrides else f" (`{r.overrides}`)"
+        error = "no error recorded" if is_missing(r.error) else str(r.error)
+        lines.append(f"- **{r.status}** `{r.job_dir}`{overrides}: {_cell(error)}")
+    return lines + [""]
+
+
+def render_markdown(jobs: pd.DataFrame, runs: pd.DataFrame, groups: pd.DataFrame, comparisons: pd.DataFrame,
+                    scale: float, sources: Sequence[str]) -> str:
+    """`jobs` with the paths as they should appear (portable.py); `sources`: the dirs reported on."""
+    unit = " (%)" if scale == 100.0 else ""
+    counts = jobs["status"].value_counts().to_dict() if len(jobs) else {}
+    ci = f"{CONFIDENCE:.0%}".replace("%", " %")
+    lines = ["# Results", "", "Sources: " + ", ".join(f"`{d}`" for d in sources), ""]
+    lines += [
+        f"{len(jobs)} jobs: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")
+        + ". Values are mean ± std (sample std, ddof=1) over seeds, each seed counted once; "
+        "the best strategy per model, data set and size is in **bold**. Its verdict compares it with the "
+        "runner-up by the per-seed differences over the seeds both ran: their mean and a "
+        f"{ci} confidence interval from the t distribution; a win is beyond noise when the interval excludes 0.",
+        "",
+    ]
+    if groups.empty:
+        lines += ["No completed runs yet.", ""]
+    else:
+        lines += [f"## Test accuracy{unit} by strategy", ""]
+        for (model, data), g in groups.groupby(["model", "data"], sort=False):
+            here = runs[(runs["model"] == model) & (runs["data"] == data)]
+            lines += [f"### {model} on {data}", "", _code_line(here["code"]), ""]
+            lines += _strategy_table(g) + [""]
+            lines += _verdicts(comparisons[(comparisons["model"] == model) & (comparisons["data"] == data)])
+        lines += ["## All groups", ""] + _all_groups(groups, unit) + [""]
+    lines += _duplicates(jobs)
+    lines += _failures(jobs)
+    return "\n".join(lines)
