@@ -141,7 +141,7 @@ def make_run_with_test_subset(args, cfg):
     import lightning.pytorch as pl
 
     from transferlab.data.subsample import stratified_split
-    from transferlab.pipeline import make_run
+    from transferlab.engine.assemble import make_run
 
     pl.seed_everything(args.seed, verbose=False)
     run = make_run(cfg)
@@ -252,14 +252,15 @@ def transferlab_loop(args, cfg, run, module=None, fixed_batch=None) -> float:
     import lightning.pytorch as pl
     from omegaconf import open_dict
 
-    from transferlab.pipeline import make_trainer
+    from transferlab.data.batch import Batch
+    from transferlab.engine.assemble import make_trainer
 
     class LightningClock(pl.Callback):
         def __init__(self):
             self.clock = Clock(args.warmup)
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            self.clock.step_done(len(batch[1]))
+            self.clock.step_done(len(batch))
 
     with open_dict(cfg):
         cfg.callbacks = None  # no checkpoints: the step is what is measured
@@ -269,7 +270,8 @@ def transferlab_loop(args, cfg, run, module=None, fixed_batch=None) -> float:
     if fixed_batch is None:
         trainer.fit(module, datamodule=run.datamodule)
     else:
-        trainer.fit(module, train_dataloaders=Repeat(fixed_batch, args.warmup + args.steps))
+        x, y = fixed_batch
+        trainer.fit(module, train_dataloaders=Repeat(Batch(labels=y, images=x), args.warmup + args.steps))
     return timer.clock.images_per_s
 
 
@@ -277,11 +279,11 @@ def sections_1_2(args, work: Path, say) -> tuple[str, dict]:
     steps = args.warmup + args.steps
     cfg = compose_cfg(
         args, work, "throughput", "strategy=full", "strategy.decay=1.0",
-        f"+trainer.max_steps={steps}", "trainer.max_epochs=-1", "+trainer.limit_val_batches=0", "+trainer.num_sanity_val_steps=0",
+        f"+trainer.max_steps={steps}", "trainer.max_epochs=1000", "+trainer.limit_val_batches=0", "+trainer.num_sanity_val_steps=0",
     )
     run = make_run_with_test_subset(args, cfg)
     arrays = run.datamodule.splits["train"]
-    pre = run.datamodule.preprocess
+    pre = run.datamodule.transform
     # The very same network for every pipeline: transferlab's backbone and head, copied before training.
     base = nn.Sequential(copy.deepcopy(run.module.backbone), copy.deepcopy(run.module.head))
     for p in base.parameters():
@@ -303,7 +305,7 @@ def sections_1_2(args, work: Path, say) -> tuple[str, dict]:
     say("section 2: model alone on in-memory tensors (channels_last)")
     results["bound_cl"] = model_alone(args, fresh(True), x.contiguous(memory_format=torch.channels_last), y)
     say("section 1: plain PyTorch loop (PIL transforms + DataLoader + Adam)")
-    results["plain"] = plain_loop(args, fresh(False), arrays, run.datamodule.preprocess_cfg)
+    results["plain"] = plain_loop(args, fresh(False), arrays, run.backbone.preprocess)
     say("section 1: transferlab training step through Lightning")
     results["transferlab"] = transferlab_loop(args, cfg, run)
     say("section 2: transferlab's step through Lightning on one in-memory batch (no data pipeline)")
@@ -430,6 +432,8 @@ def saved_for_backward(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> i
 
 def section_4(args, work: Path, say) -> tuple[str, dict]:
     """Activation memory per strategy: frozen groups run without autograd, so they keep nothing."""
+    from transferlab.data.batch import Batch
+
     rows, results = [], {}
     for strategy in ("extract", "partial", "full", "scratch"):
         say(f"section 4: activations kept for backward, strategy={strategy}")
@@ -439,10 +443,8 @@ def section_4(args, work: Path, say) -> tuple[str, dict]:
         module.plan.apply(module.backbone, epoch=0, training=True)
         module.train()
         arrays = run.datamodule.splits["train"]
-        x = run.datamodule.preprocess(arrays.images[: args.batch_size], train=True)
-        if module.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         y = arrays.labels[: args.batch_size]
+        x = run.datamodule.transform.apply(Batch(labels=y, images=arrays.images[: args.batch_size]), train=True)
         saved = saved_for_backward(module, x, y)
         results[strategy] = saved
         rows.append([strategy, f"{module.trainable_params():,}", f"{saved / 2**20:,.1f}"])

@@ -69,7 +69,7 @@ class Recorder(pl.Callback):
         self.rec["initial"] = self._groups(module)
 
     def on_train_epoch_start(self, trainer, module):
-        sampler = trainer.train_dataloader.sampler
+        sampler = trainer.train_dataloader.batch_sampler  # EpochBatches is the batch sampler (data/loaders.py)
         self.rec["sampler"] = [type(sampler).__name__, getattr(sampler, "rank", None), getattr(sampler, "world_size", None)]
         self.rec["batches"][trainer.current_epoch] = list(sampler)
 

@@ -116,7 +116,7 @@ def test_sigkill_then_auto_resume_continues_then_reuses(uninterrupted, tmp_path)
     assert not (reused / "checkpoints").exists()  # no training happened
     assert "reusing" in proc.stderr + proc.stdout
 
-    train(tmp_path, *args, "seed=7", "trainer.max_epochs=1")  # another job: starts afresh
+    train(tmp_path, *args, "seed=7", "trainer.max_epochs=3")  # another job (its milestones 1, 2 fit 3 epochs): starts afresh
     assert metrics(runs(tmp_path, "a")[-1])["resumed_from"] is None
 
 
@@ -154,3 +154,43 @@ def test_job_identity_ignores_where_and_how_a_job_runs():
     b = job_identity(["seed=1", "strategy=full", "logger=wandb", "trainer.accelerator=cpu"])
     assert a == b == ("seed=1", "strategy=full")
     assert job_identity(["seed=2", "strategy=full"]) != a
+
+
+@pytest.mark.slow
+def test_sigint_is_recorded_and_resumable_like_sigterm(tmp_path):
+    proc = train(tmp_path, *RUN, *KILL, "+callbacks.kill.signal_name=SIGINT", "task_name=i", expect=130)
+    (stopped,) = runs(tmp_path, "i")
+    m = metrics(stopped)
+    assert m["status"] == "interrupted" and "stopped by SIGINT" in m["error"]
+    assert f"resume with: python train.py ckpt_path={stopped}" in m["error"] and "SIGINT" in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_not_resumed_again_without_more_epochs(uninterrupted, tmp_path):
+    proc = train(tmp_path, f"ckpt_path={uninterrupted}", "trainer.accelerator=cpu", "task_name=f", expect=2)
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {uninterrupted} already trained its 4 epochs (trainer.max_epochs=4)") and "Traceback" not in proc.stderr
+    assert "trainer.max_epochs=<more than 4>" in line
+    assert not list((tmp_path / "logs").rglob("metrics.json"))  # no second record of the same run
+    # More epochs: it trains on, and says where it came from.
+    train(tmp_path, f"ckpt_path={uninterrupted}", "trainer.accelerator=cpu", "task_name=f", "trainer.max_epochs=5")
+    (longer,) = runs(tmp_path, "f")
+    m = metrics(longer)
+    assert m["status"] == "completed" and m["config"]["max_epochs"] == 5 and m["resumed_from"].startswith(str(uninterrupted))
+
+
+@pytest.mark.slow
+def test_lora_resumes_exactly_with_its_adapters(tmp_path):
+    lora = [a for a in RUN if not a.startswith("strategy")] + ["strategy=lora", "strategy.r=4"]
+    train(tmp_path, *lora, "task_name=lora_plain")
+    (plain,) = runs(tmp_path, "lora_plain")
+    train(tmp_path, *lora, *KILL, "+callbacks.kill.signal_name=SIGTERM", "task_name=lora_killed", expect=143)
+    (stopped,) = runs(tmp_path, "lora_killed")
+    train(tmp_path, f"ckpt_path={stopped}", "trainer.accelerator=cpu", "+trainer.enable_progress_bar=false", "task_name=lora_killed")
+    _, resumed = runs(tmp_path, "lora_killed")
+    r = metrics(resumed)
+    assert r["status"] == "completed" and r["config"]["strategy"] == "lora"
+    assert_same_results(r, metrics(plain))
+    trained = r["trained"]["units"]
+    assert trained["head"] == r["trained"]["optimizer_steps"] and not r["trained"]["untrained"]
+    assert r["params"]["trainable"] < 0.2 * r["params"]["total"]  # adapters and the head

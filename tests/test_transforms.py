@@ -90,3 +90,19 @@ def test_epoch_batches_are_a_function_of_seed_and_epoch_and_shard_exactly():
                 assert len(epochs[0][0]) == len(epochs[0][1])
             else:  # eval: every image, padded to equal shares
                 assert set(taken) == set(range(size)) and len(taken) == size + 1
+
+
+def test_lightning_moves_the_training_loader_to_each_epoch():
+    """Lightning sets the epoch on a loader's `sampler` and its `batch_sampler.sampler` (not on the
+    batch sampler itself): the epoch must reach the order the batches are cut from."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    from transferlab.data.loaders import batch_loader
+
+    loader = batch_loader(torch.zeros(40, 1, 4, 4, dtype=torch.uint8), torch.arange(40), trainer=None, batch_size=8, shuffle=True, seed=1)
+    orders = []
+    for epoch in (0, 1, 0):
+        _set_sampler_epoch(loader, epoch)
+        orders.append([batch.labels.tolist() for batch in loader])
+    assert orders[0] != orders[1] and orders[0] == orders[2]
+    assert sorted(i for b in orders[1] for i in b) == list(range(40))

@@ -120,7 +120,9 @@ class TransferDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        # overfit_batches means the same few batches every epoch.
+        overfit = self.trainer is not None and bool(self.trainer.overfit_batches)
+        return self._loader("train", shuffle=not overfit)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

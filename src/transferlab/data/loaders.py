@@ -20,6 +20,7 @@ class InMemoryBatches(Dataset):
     """Indexed by a list of indices (a whole batch), so a batch is two tensor gathers.
 
     `inputs` fill the Batch field `field`: uint8 "images", or cached "features" (data/feature_cache.py).
+    The DataLoader hands `__getitems__` each batch's indices at once (torch's batched fetch).
     """
 
     def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, field: str = "images"):
@@ -28,33 +29,40 @@ class InMemoryBatches(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index) -> Batch:
-        index = torch.as_tensor(index, dtype=torch.long)
+    def __getitems__(self, indices: list[int]) -> Batch:
+        index = torch.as_tensor(indices, dtype=torch.long)
         return Batch(labels=self.labels[index], **{self.field: self.inputs[index]})
 
+    def __getitem__(self, index: int) -> Batch:
+        return self.__getitems__([index])
 
-class EpochBatches(Sampler[list[int]]):
-    """Index batches whose order is a pure function of (seed, epoch), sharded over DDP ranks.
 
-    A resumed run (or a re-run of the same command) sees the very same batches in every epoch, which
+def _as_is(batch: Batch) -> Batch:
+    # The batch is whole already (__getitems__); a module-level function, so workers can pickle it.
+    return batch
+
+
+class EpochOrder(Sampler[int]):
+    """This rank's indices of one epoch, in an order that is a pure function of (seed, epoch).
+
+    A resumed run (or a re-run of the same command) sees the very same order in every epoch, which
     a sampler drawing from the global RNG cannot promise once the run restarts mid-training.
-    Lightning calls set_epoch() before each epoch. Under DDP each rank takes every world_size-th
-    index of the epoch's order: the training split drops the tail so every rank takes the same
-    number of steps (DDP needs it); eval splits pad with the first indices instead (like
-    DistributedSampler), so every image is scored.
+    Under DDP each rank takes every world_size-th index of the epoch's order: the training split
+    drops the tail so every rank takes the same number of steps (DDP needs it); eval splits pad
+    with the first indices instead (like DistributedSampler), so every image is scored.
     """
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
-        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.size, self.shuffle, self.seed = size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _indices(self) -> torch.Tensor:
+    def indices(self) -> torch.Tensor:
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = torch.randperm(self.size, generator=g)
@@ -68,17 +76,45 @@ class EpochBatches(Sampler[list[int]]):
             order = order[self.rank :: self.world_size]
         return order
 
-    def _count(self) -> int:
-        """Indices this rank takes per epoch (the length of _indices(), without drawing them)."""
+    def __iter__(self):
+        return iter(self.indices().tolist())
+
+    def __len__(self) -> int:
         if self.world_size == 1:
-            n = self.size
-        else:
-            n = self.size // self.world_size if self.shuffle else math.ceil(self.size / self.world_size)
-        # A last training batch of one image breaks BatchNorm; drop it (and only it).
+            return self.size
+        return self.size // self.world_size if self.shuffle else math.ceil(self.size / self.world_size)
+
+
+class EpochBatches(Sampler[list[int]]):
+    """EpochOrder cut into batches: the DataLoader's batch sampler.
+
+    Like torch's BatchSampler it keeps its order as `.sampler`, where Lightning calls set_epoch()
+    before each epoch. A last training batch of one image breaks BatchNorm, so it is dropped (and
+    only it).
+    """
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.sampler = EpochOrder(size, shuffle, seed=seed, rank=rank, world_size=world_size)
+        self.batch_size, self.shuffle = batch_size, shuffle
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    @property
+    def rank(self) -> int:
+        return self.sampler.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.sampler.world_size
+
+    def _count(self) -> int:
+        """Indices this rank takes per epoch, after the dropped single-image batch."""
+        n = len(self.sampler)
         return n - 1 if self.shuffle and n % self.batch_size == 1 and n > 1 else n
 
     def __iter__(self):
-        order, n = self._indices(), self._count()
+        order, n = self.sampler.indices(), self._count()
         for start in range(0, n, self.batch_size):
             yield order[start : min(start + self.batch_size, n)].tolist()
 
@@ -110,14 +146,15 @@ def batch_loader(
 ) -> DataLoader:
     """A DataLoader of whole in-memory batches in EpochBatches order, this rank's share under DDP.
 
-    The sampler yields whole batches (batch_size=None): one gather per batch. It shards itself, so
-    the DDP trainer configs set use_distributed_sampler=false.
+    EpochBatches is the batch sampler: one gather per batch. It shards itself, so the DDP trainer
+    configs set use_distributed_sampler=false; the loader's `sampler` stays torch's sequential one,
+    which Lightning leaves alone (overfit_batches replaces any other with a per-sample one).
     """
     rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
     batches = EpochBatches(
         len(labels), rank_batch_size(batch_size, world, train=shuffle), shuffle=shuffle, seed=seed, rank=rank, world_size=world,
     )
     return DataLoader(
-        InMemoryBatches(inputs, labels, field), sampler=batches, batch_size=None,
+        InMemoryBatches(inputs, labels, field), batch_sampler=batches, collate_fn=_as_is,
         num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory,
     )

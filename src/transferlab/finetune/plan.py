@@ -100,7 +100,11 @@ class FinetunePlan:
         after the last epoch, or (for strategies meant to train the backbone) none at all."""
         if max_epochs is None:
             return
-        late = [(self.groups[i].name, e) for i, e in enumerate(self.unfreeze_epochs) if e is not None and e >= max_epochs]
+        # In the order they would unfreeze: earliest epoch first, top group first.
+        late = sorted(
+            ((e, -i, self.groups[i].name) for i, e in enumerate(self.unfreeze_epochs) if e is not None and e >= max_epochs)
+        )
+        late = [(name, e) for e, _, name in late]
         name = self.strategy.name
         if late:
             shown = ", ".join(f"{g} at epoch {e}" for g, e in late[:4]) + (" ..." if len(late) > 4 else "")

@@ -20,6 +20,7 @@ from torch import nn
 from transferlab.config.checks import rule
 from transferlab.errors import ConfigError
 from transferlab.finetune.strategies.base import LayerDecay, Strategy, StrategyConfig, TopGroups, register
+from transferlab.finetune.strategies.partial import top_groups_from
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,9 @@ class Lora(Strategy):
             ) from e
         adapters = sum(p.numel() for n, p in backbone.model.named_parameters() if "lora_" in n)
         log.info("lora: r=%d alpha=%g on %s: %s adapter parameters", c.r, c.alpha, targets, f"{adapters:,}")
+
+    def unfreeze_epochs(self, num_groups: int) -> list[int | None]:
+        return top_groups_from(self.config.unfreeze_top, num_groups, 0)
 
     def trainable(self, name: str, param: nn.Parameter, is_norm: bool) -> bool:
         return "lora_" in name or (is_norm and self.config.train_norm)

@@ -20,6 +20,12 @@ def top_k(unfreeze_top: int | None, num_groups: int) -> int:
     return unfreeze_top
 
 
+def top_groups_from(unfreeze_top: int | None, num_groups: int, epoch: int) -> list[int | None]:
+    """The schedule that trains the top `unfreeze_top` groups from `epoch` on, and no other."""
+    top = top_k(unfreeze_top, num_groups)
+    return [epoch if i >= num_groups - top else None for i in range(num_groups)]
+
+
 @dataclass
 class PartialConfig(TopGroups, LayerDecay, StrategyConfig):
     decay: float = field(default=0.7, metadata=rule("float", low=0.0, high=1.0, low_open=True, hint="1.0 is one lr for every group"))
@@ -31,8 +37,7 @@ class Partial(Strategy):
     Config = PartialConfig
 
     def unfreeze_epochs(self, num_groups: int) -> list[int | None]:
-        top = top_k(self.config.unfreeze_top, num_groups)
-        return [0 if i >= num_groups - top else None for i in range(num_groups)]
+        return top_groups_from(self.config.unfreeze_top, num_groups, 0)
 
     def schedule_fix(self, max_epochs: int) -> str:
         return "strategy.unfreeze_top=0 trains the head alone, which is strategy=extract: use that, or unfreeze_top >= 1"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from transferlab.config.checks import rule
 from transferlab.finetune.schedules import Clock, warmup_cosine
 from transferlab.finetune.strategies.base import LayerDecay, Strategy, StrategyConfig, TopGroups, register
-from transferlab.finetune.strategies.partial import top_k
+from transferlab.finetune.strategies.partial import top_groups_from
 
 
 @dataclass
@@ -25,8 +25,7 @@ class TwoPhase(Strategy):
     Config = TwoPhaseConfig
 
     def unfreeze_epochs(self, num_groups: int) -> list[int | None]:
-        top = top_k(self.config.unfreeze_top, num_groups)
-        return [self.config.head_epochs if i >= num_groups - top else None for i in range(num_groups)]
+        return top_groups_from(self.config.unfreeze_top, num_groups, self.config.head_epochs)
 
     def lr_multiplier(self, unit, step: int, clock: Clock) -> float:
         boundary = self.config.head_epochs * clock.steps_per_epoch
