@@ -51,7 +51,7 @@ def test_train_cli_each_strategy(tmp_path, strategy):
     total, trainable = m["params"]["total"], m["params"]["trainable"]
     if strategy == "extract":
         assert trainable == HEAD and not any(u.startswith("backbone") for u in trained["units"])
-    elif strategy in ("partial", "two_phase", "lora"):
+    elif strategy in ("partial", "two_phase", "lora", "bitfit"):
         assert HEAD < trainable < total and any(u.startswith("backbone") for u in trained["units"])
     else:
         assert trainable == total

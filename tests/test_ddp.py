@@ -94,6 +94,7 @@ def _fit(cfg, out: Path):
     run = make_run(cfg)
     trainer = make_trainer(cfg, [Recorder(str(out))], logger=False)
     trainer.fit(run.module, datamodule=run.datamodule)
+    run.trainer = trainer
     return run
 
 
@@ -152,7 +153,9 @@ def test_gradual_under_ddp_matches_one_process_and_ranks_stay_identical(tmp_path
     # The main process got rank 0's weights and trainable count back.
     assert all(torch.equal(v, sd0[k]) for k, v in run.module.state_dict().items())
     head = sum(p.numel() for p in run.module.head.parameters())
-    assert run.module.max_trainable_params == head + sum(run.module.plan.groups[g].numel() for g in starts)
+    from transferlab.engine.assemble import finetune_callback
+
+    assert finetune_callback(run.trainer).max_trainable_params == head + sum(run.module.plan.groups[g].numel() for g in starts)
 
 
 def _single(paths):

@@ -240,7 +240,8 @@ def test_cached_run_checkpoint_evaluates_to_the_reported_accuracy(tmp_path, solv
     if solver == "lbfgs":
         extra.append("strategy.probe_weight_decays=[1e-4,1e-2,1]")
     m = train(_cfg(tmp_path, *extra))
-    assert m["status"] == "completed" and 0.0 <= m["test"]["acc"] <= 1.0 and "acc" in m["val"]
+    assert m["status"] == "completed" and "acc" in m["val"]
+    assert m["test"]["acc"] > 0.4  # 4 learnable classes: chance is 0.25, even random features are well above it
     assert m["feature_cache"]["built"] == 5 and m["feature_cache"]["hits"] == 0  # train; val and test x 2 views
     assert m["params"]["trainable"] == 512 * 4 + 4
     if solver == "lbfgs":

@@ -171,7 +171,8 @@ def test_a_finished_run_is_not_resumed_again_without_more_epochs(uninterrupted, 
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: {uninterrupted} already trained its 4 epochs (trainer.max_epochs=4)") and "Traceback" not in proc.stderr
     assert "trainer.max_epochs=<more than 4>" in line
-    assert not list((tmp_path / "logs").rglob("metrics.json"))  # no second record of the same run
+    refused = [json.loads(p.read_text()) for p in (tmp_path / "logs").rglob("metrics.json")]
+    assert [r["status"] for r in refused] == ["failed"]  # the refusal is recorded; no second result of the same run
     # More epochs: it trains on, and says where it came from.
     train(tmp_path, f"ckpt_path={uninterrupted}", "trainer.accelerator=cpu", "task_name=f", "trainer.max_epochs=5")
     (longer,) = runs(tmp_path, "f")

@@ -4,8 +4,8 @@ It holds which parameters train in which epoch (`units`, one optimizer group eac
 front) and is the one place trainable state is set (`apply`: requires_grad and norm-layer modes).
 FinetuneCallback moves it from epoch to epoch; the module re-applies it when Lightning switches
 train/eval mode. Every learning rate is a pure function of (step, config) (finetune/schedules.py),
-so LR schedulers, checkpoint resume and the LR finder need no special state (DESIGN.md's pitfalls:
-adding parameter groups mid-training breaks torch's schedulers).
+so LR schedulers, checkpoint resume and the LR finder need no special state (adding parameter
+groups mid-training breaks torch's schedulers: docs/architecture.md lists such pitfalls).
 """
 
 from __future__ import annotations
