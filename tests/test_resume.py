@@ -175,7 +175,7 @@ def test_a_finished_run_is_not_resumed_again_without_more_epochs(uninterrupted, 
     assert [r["status"] for r in refused] == ["failed"]  # the refusal is recorded; no second result of the same run
     # More epochs: it trains on, and says where it came from.
     train(tmp_path, f"ckpt_path={uninterrupted}", "trainer.accelerator=cpu", "task_name=f", "trainer.max_epochs=5")
-    (longer,) = runs(tmp_path, "f")
+    refused_dir, longer = runs(tmp_path, "f")
     m = metrics(longer)
     assert m["status"] == "completed" and m["config"]["max_epochs"] == 5 and m["resumed_from"].startswith(str(uninterrupted))
 
