@@ -99,6 +99,18 @@ def user_error(error: BaseException, where: str | None = None, cache_dir: str | 
     if isinstance(error, MissingMandatoryValue):
         key = getattr(error, "full_key", None) or str(error).splitlines()[0]
         return ConfigError(f"{key} is not set (??? in its config): pass {key}=<value>")
+    try:
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+    except ImportError:  # the errors are usable without Lightning
+        MisconfigurationException = ()  # noqa: N806
+    lightning_said = next((e for e in _causes(error) if isinstance(e, MisconfigurationException)), None)
+    if lightning_said is not None:
+        # Lightning's own word on a trainer setting (accelerator, devices, strategy...), also when
+        # Hydra's instantiate wrapped it: the user's input.
+        return ConfigError(
+            f"trainer: {_one_line(str(lightning_said))}: check the trainer settings (trainer=cpu|gpu|ddp|ddp_cpu, "
+            "trainer.accelerator, trainer.devices)"
+        )
     return output_error(error, where=where, cache_dir=cache_dir) or error
 
 
