@@ -78,36 +78,33 @@ def _kind(entry: os.DirEntry, here: str, root: str, descent: tuple[str, ...]) ->
     return ("file" if os.path.isfile(real) else SPECIAL), real
 
 
-def _sorted_entries(folder: Path) -> list[os.DirEntry] | None:
-    """Visible entries by name; None when the folder cannot be listed."""
+def _entries(folder: Folder, root: str, descent: tuple[str, ...], skipped: Skipped) -> list[tuple[Path, str, str]]:
+    """(path, ``"dir"``, ``"file"`` or why it is skipped, real path) for each visible entry of
+    ``folder``, by name; none for a folder that cannot be listed, which goes into ``skipped``."""
     try:
-        with os.scandir(folder) as it:
-            return sorted((e for e in it if _visible(e.name)), key=lambda e: e.name)
+        with os.scandir(folder.path) as it:
+            entries = sorted((e for e in it if _visible(e.name)), key=lambda e: e.name)
     except OSError:
-        return None
+        skipped[UNLISTED].append(folder.path)
+        return []
+    return [(folder.path / e.name, *_kind(e, folder.real, root, descent)) for e in entries]
 
 
 def _walk(folder: Folder, root: str, found: Walked, seen: set[str], descent: tuple[str, ...]) -> None:
     """Files of ``folder`` (sorted), then its sub-folders depth first, as os.walk orders them."""
-    entries = _sorted_entries(folder.path)
-    if entries is None:
-        found.skipped[UNLISTED].append(folder.path)
-        return
-    subfolders = []
-    for entry in entries:
-        kind, real = _kind(entry, folder.real, root, descent)
-        path = folder.path / entry.name
+    below = []
+    for path, kind, real in _entries(folder, root, descent, found.skipped):
         if kind not in ("dir", "file"):
             found.skipped[kind].append(path)
         elif real in seen:
             found.repeats += 1
         elif kind == "dir":
             seen.add(real)
-            subfolders.append(Folder(path, real))
+            below.append(Folder(path, real))
         else:
             seen.add(real)
             found.files.append(path)
-    for sub in subfolders:
+    for sub in below:
         _walk(sub, root, found, seen, descent + (sub.real,))
 
 
@@ -122,17 +119,12 @@ def walk_files(top: Folder, root: str) -> Walked:
 def subfolders(folder: Folder, root: str) -> tuple[dict[str, Folder], Skipped]:
     """The visible folders in ``folder`` that may be walked, by name; and the links it skips, by why."""
     skipped: Skipped = defaultdict(list)
-    entries = _sorted_entries(folder.path)
-    if entries is None:
-        skipped[UNLISTED].append(folder.path)
-        return {}, skipped
     dirs = {}
-    for entry in entries:
-        kind, real = _kind(entry, folder.real, root, (folder.real,))
+    for path, kind, real in _entries(folder, root, (folder.real,), skipped):
         if kind == "dir":
-            dirs[entry.name] = Folder(folder.path / entry.name, real)
+            dirs[path.name] = Folder(path, real)
         elif kind in (LOOP, BROKEN) or (kind == OUTSIDE and os.path.isdir(real)):  # loose files: ignored
-            skipped[kind].append(folder.path / entry.name)
+            skipped[kind].append(path)
     return dirs, skipped
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from transferlab.data.arrays import ImageArrays, Splits
-from transferlab.data.decode import IMAGE_EXTENSIONS, PIL_PIXEL_LIMIT, decode_files
+from transferlab.data.decode import IMAGE_EXTENSIONS, PIL_PIXEL_LIMIT, decode_files, has_image_extension
 from transferlab.data.sources.registry import ROOT_KEY, SourceContext, register
 from transferlab.data.subsample import stratified_split
 from transferlab.data.walk import SKIP_TEXT, Folder, Skipped, Walked, has_visible_subfolders, subfolders, walk_files
@@ -32,14 +32,14 @@ _SPLIT_DIRS = ("train", "val", "test")
 _MAX_NAMED = 5  # how many bad files a message names before it just counts
 
 
-def _is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
 def _named(items: list[str]) -> str:
     """The first few of ``items`` joined, then how many more."""
     more = f" and {len(items) - _MAX_NAMED} more" if len(items) > _MAX_NAMED else ""
     return ", ".join(items[:_MAX_NAMED]) + more
+
+
+def _named_with_reasons(failed: list[tuple[Path, str]], folder: Path) -> str:
+    return _named([f"{p.relative_to(folder)} ({why})" for p, why in failed])
 
 
 def _shown(path: Path, folder: Path) -> str:
@@ -63,7 +63,7 @@ def _class_folders(dirs: dict[str, Folder], skipped: Skipped, folder: Path, wher
     _log_skipped(skipped, folder, where)
     if dirs:
         return dirs
-    loose = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    loose = [p for p in folder.iterdir() if p.is_file() and has_image_extension(p)]
     hint = f" (it has {len(loose)} images directly inside)" if loose else ""
     n_links = sum(len(v) for v in skipped.values())
     if n_links:
@@ -103,7 +103,7 @@ class _Decoding:
 def _report_unreadable(bad: list[tuple[Path, str]], total: int, folder: Path, where: str, strict: bool) -> None:
     if not bad:
         return
-    named = _named([f"{p.relative_to(folder)} ({why})" for p, why in bad])
+    named = _named_with_reasons(bad, folder)
     if strict:
         raise DataError(
             f"{len(bad)} of {total} images in {where} '{folder}' cannot be read ({named}): "
@@ -115,7 +115,7 @@ def _report_unreadable(bad: list[tuple[Path, str]], total: int, folder: Path, wh
 def _report_too_large(big: list[tuple[Path, str]], total: int, folder: Path, where: str, opts: _Decoding) -> None:
     if not big:
         return
-    named = _named([f"{p.relative_to(folder)} ({why})" for p, why in big])
+    named = _named_with_reasons(big, folder)
     fix = f"set {PIXELS_KEY}=<more pixels>, or null for no limit, to load them"
     if opts.strict:
         raise DataError(
@@ -155,7 +155,7 @@ class _Listing:
         """One class folder's walk, its images under ``label``; how many images it had."""
         before = len(self.images)
         for path in walked.files:
-            if _is_image_name(path.name):
+            if has_image_extension(path):
                 self.images.append(path)
                 self.labels.append(label)
             else:
