@@ -4,6 +4,9 @@ What lies under the root is the data set, each image in one place: links are fol
 folders and files inside the root that are not above the link, a file reached by two paths counts
 once, an exact copy inside one class is dropped, and an image (by its bytes) in two classes or two
 splits is an error.
+
+This module is the layout: class and split folders, the checks that each image is in one place,
+and carving the missing splits. The walk under the root is data/walk.py; decoding, data/decode.py.
 """
 
 from __future__ import annotations
