@@ -4,63 +4,35 @@ What lies under the root is the data set, each image in one place: links are fol
 folders and files inside the root that are not above the link, a file reached by two paths counts
 once, an exact copy inside one class is dropped, and an image (by its bytes) in two classes or two
 splits is an error.
+
+This module is the layout: class and split folders, the checks that each image is in one place,
+and carving the missing splits. The walk under the root is data/walk.py; decoding, data/decode.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import os
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from transferlab.data.arrays import ImageArrays, Splits
+from transferlab.data.decode import IMAGE_EXTENSIONS, PIL_PIXEL_LIMIT, decode_files, has_image_extension
 from transferlab.data.sources.registry import ROOT_KEY, SourceContext, register
 from transferlab.data.subsample import stratified_split
+from transferlab.data.walk import SKIP_TEXT, Folder, Skipped, Walked, has_visible_subfolders, subfolders, walk_files
 from transferlab.errors import DataError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
-)
-
-# PIL warns over MAX_IMAGE_PIXELS and refuses over twice that; the refusal is the limit users meet.
-PIL_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
 PIXELS_KEY = "data.source_args.max_image_pixels"
 
 _SPLIT_DIRS = ("train", "val", "test")
 _MAX_NAMED = 5  # how many bad files a message names before it just counts
-_NOT_DATA_DIRS = frozenset({"__MACOSX"})  # what macOS zips carry beside the data: AppleDouble ._ files
-
-# Why a walk skips an entry: (one, many, what the user can do).
-_LOOP, _OUTSIDE, _BROKEN, _SPECIAL, _UNLISTED = "loop", "outside", "broken", "special", "unlisted"
-_SKIP_TEXT = {
-    _LOOP: ("link that loops back to a folder above it", "links that loop back to a folder above them",
-            "they lead to folders walked already; remove them to silence this"),
-    _OUTSIDE: ("link that points outside the root", "links that point outside the root",
-               "copy what they point to into the root (cp -rL) to use it"),
-    _BROKEN: ("broken link", "broken links", "fix or remove them"),
-    _SPECIAL: ("entry that is not a regular file", "entries that are not regular files", "remove them"),
-    _UNLISTED: ("folder that cannot be listed", "folders that cannot be listed", "check their permissions"),
-}
-
-
-def _visible(name: str) -> bool:
-    # Hidden entries (.DS_Store, AppleDouble ._x.jpg, .ipynb_checkpoints) are never data.
-    return not name.startswith(".") and name not in _NOT_DATA_DIRS
-
-
-def _is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def _named(items: list[str]) -> str:
@@ -69,106 +41,8 @@ def _named(items: list[str]) -> str:
     return ", ".join(items[:_MAX_NAMED]) + more
 
 
-# --- walking the tree ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Folder:
-    path: Path  # as the user names it (under the root as given)
-    real: str  # every link resolved
-
-
-@dataclass
-class _Listing:
-    """What walking one split's class folders found."""
-
-    images: list[Path] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    others: list[Path] = field(default_factory=list)  # visible files that are not images
-    skipped: dict[str, list[Path]] = field(default_factory=lambda: defaultdict(list))
-    repeats: int = 0  # files and folders reached by a second path, counted once
-
-
-def _inside(real: str, root: str) -> bool:
-    return os.path.commonpath([real, root]) == root
-
-
-def _is_above(target: str, here: str, descent: tuple[str, ...]) -> bool:
-    """Whether a link in ``here`` to folder ``target`` leads back up: to ``here``, a folder that holds
-    it, or one the walk came through (a cycle of links that no single folder contains)."""
-    return target in descent or _inside(here, target)
-
-
-def _kind(entry: os.DirEntry, here: str, root: str, descent: tuple[str, ...]) -> tuple[str, str]:
-    """(``"dir"``, ``"file"`` or why it is skipped; its real path) for one entry of folder ``here``."""
-    if not entry.is_symlink():
-        real = os.path.join(here, entry.name)
-        if entry.is_dir(follow_symlinks=False):
-            return "dir", real
-        return ("file" if entry.is_file(follow_symlinks=False) else _SPECIAL), real
-    real = os.path.realpath(entry.path)
-    if not os.path.exists(real):  # a missing target, or a cycle of links that never reaches one
-        return _BROKEN, real
-    if not _inside(real, root):
-        return _OUTSIDE, real
-    if os.path.isdir(real):
-        return (_LOOP if _is_above(real, here, descent) else "dir"), real
-    # A FIFO named like an image would block the loader forever, so only regular files are read.
-    return ("file" if os.path.isfile(real) else _SPECIAL), real
-
-
-def _sorted_entries(folder: Path) -> list[os.DirEntry] | None:
-    """Visible entries by name; None when the folder cannot be listed."""
-    try:
-        with os.scandir(folder) as it:
-            return sorted((e for e in it if _visible(e.name)), key=lambda e: e.name)
-    except OSError:
-        return None
-
-
-def _walk(folder: _Folder, root: str, label: int, found: _Listing, seen: set[str], descent: tuple[str, ...]) -> None:
-    """Files of ``folder`` (sorted), then its sub-folders depth first, as os.walk orders them."""
-    entries = _sorted_entries(folder.path)
-    if entries is None:
-        found.skipped[_UNLISTED].append(folder.path)
-        return
-    subfolders = []
-    for entry in entries:
-        kind, real = _kind(entry, folder.real, root, descent)
-        path = folder.path / entry.name
-        if kind not in ("dir", "file"):
-            found.skipped[kind].append(path)
-        elif real in seen:
-            found.repeats += 1
-        elif kind == "dir":
-            seen.add(real)
-            subfolders.append(_Folder(path, real))
-        else:
-            seen.add(real)
-            if _is_image_name(entry.name):
-                found.images.append(path)
-                found.labels.append(label)
-            else:
-                found.others.append(path)
-    for sub in subfolders:
-        _walk(sub, root, label, found, seen, descent + (sub.real,))
-
-
-def _subfolders(folder: _Folder, root: str) -> tuple[dict[str, _Folder], dict[str, list[Path]]]:
-    """The visible folders in ``folder`` that may be walked, by name; and the links it skips, by why."""
-    skipped: dict[str, list[Path]] = defaultdict(list)
-    entries = _sorted_entries(folder.path)
-    if entries is None:
-        skipped[_UNLISTED].append(folder.path)
-        return {}, skipped
-    dirs = {}
-    for entry in entries:
-        kind, real = _kind(entry, folder.real, root, (folder.real,))
-        if kind == "dir":
-            dirs[entry.name] = _Folder(folder.path / entry.name, real)
-        elif kind in (_LOOP, _BROKEN) or (kind == _OUTSIDE and os.path.isdir(real)):  # loose files: ignored
-            skipped[kind].append(folder.path / entry.name)
-    return dirs, skipped
+def _named_with_reasons(failed: list[tuple[Path, str]], folder: Path) -> str:
+    return _named([f"{p.relative_to(folder)} ({why})" for p, why in failed])
 
 
 def _shown(path: Path, folder: Path) -> str:
@@ -176,20 +50,23 @@ def _shown(path: Path, folder: Path) -> str:
     return f"{rel} -> {os.readlink(path)}" if path.is_symlink() else rel
 
 
-def _log_skipped(skipped: dict[str, list[Path]], folder: Path, where: str) -> None:
+def _log_skipped(skipped: Skipped, folder: Path, where: str) -> None:
     for kind, paths in skipped.items():
         if paths:
-            one, many, fix = _SKIP_TEXT[kind]
+            one, many, fix = SKIP_TEXT[kind]
             what = one if len(paths) == 1 else many
             shown = _named([_shown(p, folder) for p in paths])
             log.warning("skipped %d %s in %s '%s': %s; %s", len(paths), what, where, folder, shown, fix)
 
 
-def _class_folders(dirs: dict[str, _Folder], skipped: dict[str, list[Path]], folder: Path, where: str) -> dict[str, _Folder]:
+# --- class folders ---------------------------------------------------------------------------
+
+
+def _class_folders(dirs: dict[str, Folder], skipped: Skipped, folder: Path, where: str) -> dict[str, Folder]:
     _log_skipped(skipped, folder, where)
     if dirs:
         return dirs
-    loose = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    loose = [p for p in folder.iterdir() if p.is_file() and has_image_extension(p)]
     hint = f" (it has {len(loose)} images directly inside)" if loose else ""
     n_links = sum(len(v) for v in skipped.values())
     if n_links:
@@ -197,21 +74,13 @@ def _class_folders(dirs: dict[str, _Folder], skipped: dict[str, list[Path]], fol
     raise DataError(f"{where} '{folder}' has no class folders{hint}: put images in {folder}/<class>/<image>")
 
 
-def _has_visible_subfolders(folder: Path) -> bool:
-    try:
-        with os.scandir(folder) as it:
-            return any(_visible(e.name) and e.is_dir() for e in it)
-    except OSError:
-        return False
-
-
-def _require_two_classes(classes: dict[str, _Folder], folder: Path, where: str) -> None:
+def _require_two_classes(classes: dict[str, Folder], folder: Path, where: str) -> None:
     # With one class the classifier has nothing to tell apart, and the metrics fail far from here.
     if len(classes) >= 2:
         return
     ((name, only),) = classes.items()
     fix = "add another class folder"
-    if _has_visible_subfolders(only.path):
+    if has_visible_subfolders(only.path):
         fix += f", or pass {ROOT_KEY}={only.path} if its sub-folders are the classes"
     raise DataError(
         f"{where} '{folder}' has 1 class folder ({name}) and a classifier needs at least 2 classes: "
@@ -219,12 +88,7 @@ def _require_two_classes(classes: dict[str, _Folder], folder: Path, where: str) 
     )
 
 
-# --- decoding --------------------------------------------------------------------------------
-
-
-class _TooLarge(Exception):
-    def __init__(self, width: int, height: int):
-        super().__init__(f"{width}x{height} = {width * height} pixels")
+# --- what failed to decode -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -239,109 +103,10 @@ class _Decoding:
         return f"{PIXELS_KEY}={self.max_pixels}"
 
 
-@contextmanager
-def _pil_pixel_check_lifted():
-    # PIL's bomb check is one process-wide setting; max_image_pixels takes its place while we decode.
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
-
-
-def _check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
-    width, height = size
-    if max_pixels is not None and max(1, width) * max(1, height) > max_pixels:
-        raise _TooLarge(width, height)
-
-
-def _to_rgb(img):
-    mode = img.mode
-    if mode.startswith("I;16") or mode == "I":
-        # 16-bit grey: scale the full 0..65535 range to 0..255 (PIL's own convert clips instead,
-        # which turns most 16-bit images white). "I" is what older Pillows give 16-bit PNGs.
-        a = np.asarray(img).astype(np.float32)
-        a = np.clip(a, 0, 65535) / 257.0
-        img = Image.fromarray(np.rint(a).astype(np.uint8), "L")
-    elif mode == "F":
-        img = Image.fromarray(np.rint(np.clip(np.asarray(img), 0, 255)).astype(np.uint8), "L")
-    elif mode == "P" and "transparency" in img.info:
-        # Through RGBA: PIL warns when palette transparency is dropped by a direct RGB convert.
-        img = img.convert("RGBA")
-    # Alpha is dropped, not composited, as torchvision's and timm's loaders do.
-    return img.convert("RGB") if img.mode != "RGB" else img
-
-
-def _decode(data: bytes, opts: _Decoding) -> np.ndarray:
-    """One image file's bytes as uint8 [3, size, size]: shorter side resized to ``size`` (bicubic), centre-cropped."""
-    size = opts.size
-    with Image.open(io.BytesIO(data)) as img:
-        _check_pixels(img.size, opts.max_pixels)  # from the header, before any pixel is decoded
-        # JPEG can decode straight at a reduced scale no smaller than asked: big photos load fast.
-        img.draft(img.mode, (size, size))
-        img.load()
-        img = ImageOps.exif_transpose(img)
-        img = _to_rgb(img)
-    w, h = img.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    if (nw, nh) != (w, h):
-        # PIL's resize widens its filter when shrinking, i.e. it antialiases.
-        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
-    left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
-    img = img.crop((left, top, left + size, top + size))
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
-
-
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
-
-
-@dataclass
-class _Decoded:
-    images: np.ndarray  # uint8 [N, 3, size, size]; rows of failed files are garbage
-    digests: list[bytes | None]  # of each file's bytes, hashed as they are read for decoding
-    ok: np.ndarray  # bool [N]
-    unreadable: list[tuple[Path, str]]
-    too_large: list[tuple[Path, str]]
-
-
-def _decode_all(files: list[Path], opts: _Decoding) -> _Decoded:
-    out = _Decoded(np.empty((len(files), 3, opts.size, opts.size), np.uint8), [None] * len(files),
-                   np.ones(len(files), dtype=bool), [], [])
-
-    def work(i: int) -> None:
-        try:
-            data = files[i].read_bytes()
-            out.digests[i] = _digest(data)
-            out.images[i] = _decode(data, opts)
-        except _TooLarge as e:
-            out.ok[i] = False
-            out.too_large.append((files[i], str(e)))
-        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError...
-            out.ok[i] = False
-            out.unreadable.append((files[i], f"{type(e).__name__}: {e}"))
-
-    # PIL (and hashlib) release the GIL while decoding, resizing and hashing, so threads scale;
-    # each writes its own row.
-    workers = max(1, min(8, os.cpu_count() or 1))
-    with _pil_pixel_check_lifted():
-        if len(files) > 16 and workers > 1:
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(work, range(len(files))))
-        else:
-            for i in range(len(files)):
-                work(i)
-    out.unreadable.sort()
-    out.too_large.sort()
-    return out
-
-
 def _report_unreadable(bad: list[tuple[Path, str]], total: int, folder: Path, where: str, strict: bool) -> None:
     if not bad:
         return
-    named = _named([f"{p.relative_to(folder)} ({why})" for p, why in bad])
+    named = _named_with_reasons(bad, folder)
     if strict:
         raise DataError(
             f"{len(bad)} of {total} images in {where} '{folder}' cannot be read ({named}): "
@@ -353,7 +118,7 @@ def _report_unreadable(bad: list[tuple[Path, str]], total: int, folder: Path, wh
 def _report_too_large(big: list[tuple[Path, str]], total: int, folder: Path, where: str, opts: _Decoding) -> None:
     if not big:
         return
-    named = _named([f"{p.relative_to(folder)} ({why})" for p, why in big])
+    named = _named_with_reasons(big, folder)
     fix = f"set {PIXELS_KEY}=<more pixels>, or null for no limit, to load them"
     if opts.strict:
         raise DataError(
@@ -379,19 +144,43 @@ class _Tree:
                      [self.paths[i] for i in keep], [self.digests[i] for i in keep])
 
 
-def _find_images(folder: _Folder, classes: list[str], class_dirs: dict[str, _Folder], root: str, where: str) -> _Listing:
+@dataclass
+class _Listing:
+    """What walking one split's class folders found."""
+
+    images: list[Path] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    others: list[Path] = field(default_factory=list)  # visible files that are not images
+    skipped: Skipped = field(default_factory=lambda: defaultdict(list))
+    repeats: int = 0  # files and folders reached by a second path, counted once
+
+    def add(self, walked: Walked, label: int) -> int:
+        """One class folder's walk, its images under ``label``; how many images it had."""
+        before = len(self.images)
+        for path in walked.files:
+            if has_image_extension(path):
+                self.images.append(path)
+                self.labels.append(label)
+            else:
+                self.others.append(path)
+        for kind, paths in walked.skipped.items():
+            self.skipped[kind] += paths
+        self.repeats += walked.repeats
+        return len(self.images) - before
+
+
+def _find_images(folder: Folder, classes: list[str], class_dirs: dict[str, Folder], root: str, where: str) -> _Listing:
     """Every image file under folder/<class>/, in class order; an empty class folder is an error."""
     found = _Listing()
     empty = []
     for label, name in enumerate(classes):
         if name not in class_dirs:
             continue  # a class the training split has and this split lacks is fine
-        before, skipped_before = len(found.images), sum(map(len, found.skipped.values()))
         class_dir = class_dirs[name]
-        # Per class: a file another class reaches too must count in both, to be found in both.
-        _walk(class_dir, root, label, found, {class_dir.real}, (class_dir.real,))
-        if len(found.images) == before:
-            empty.append((class_dir.path, sum(map(len, found.skipped.values())) - skipped_before))
+        # One walk per class: a file another class reaches too must count in both, to be found in both.
+        walked = walk_files(class_dir, root)
+        if found.add(walked, label) == 0:
+            empty.append((class_dir.path, sum(map(len, walked.skipped.values()))))
     _log_listing(found, folder.path, where)
     if empty:
         path, n_skipped = empty[0]
@@ -411,11 +200,11 @@ def _log_listing(found: _Listing, folder: Path, where: str) -> None:
     _log_skipped(found.skipped, folder, where)
 
 
-def _load_tree(folder: _Folder, split: str, classes: list[str], class_dirs: dict[str, _Folder], root: str,
+def _load_tree(folder: Folder, split: str, classes: list[str], class_dirs: dict[str, Folder], root: str,
                opts: _Decoding, where: str) -> _Tree:
     """Every image under folder/<class>/ (classes in the given order) decoded into one tensor."""
     found = _find_images(folder, classes, class_dirs, root, where)
-    decoded = _decode_all(found.images, opts)
+    decoded = decode_files(found.images, opts.size, opts.max_pixels)
     _report_unreadable(decoded.unreadable, len(found.images), folder.path, where, opts.strict)
     _report_too_large(decoded.too_large, len(found.images), folder.path, where, opts)
 
@@ -516,7 +305,7 @@ def _split_folder_names(subdirs: set[str], base: Path) -> set[str]:
     return split_dirs if "train" in split_dirs else set()
 
 
-def _require_known_classes(class_dirs: dict[str, dict[str, _Folder]], base: Path) -> None:
+def _require_known_classes(class_dirs: dict[str, dict[str, Folder]], base: Path) -> None:
     for split in ("val", "test"):
         unknown = sorted(set(class_dirs.get(split, {})) - set(class_dirs["train"]))
         if unknown:
@@ -525,9 +314,9 @@ def _require_known_classes(class_dirs: dict[str, dict[str, _Folder]], base: Path
             )
 
 
-def _layout(top: _Folder, root: str) -> tuple[dict[str, _Folder], dict[str, dict[str, _Folder]]]:
+def _layout(top: Folder, root: str) -> tuple[dict[str, Folder], dict[str, dict[str, Folder]]]:
     """Each split's folder (train always; val and test where the root has them) and its class folders."""
-    top_dirs, top_skipped = _subfolders(top, root)
+    top_dirs, top_skipped = subfolders(top, root)
     split_dirs = _split_folder_names(set(top_dirs), top.path)
     if not split_dirs:
         classes = _class_folders(top_dirs, top_skipped, top.path, ROOT_KEY)
@@ -535,7 +324,7 @@ def _layout(top: _Folder, root: str) -> tuple[dict[str, _Folder], dict[str, dict
         return {"train": top}, {"train": classes}
     _log_skipped(top_skipped, top.path, ROOT_KEY)
     folders = {s: top_dirs[s] for s in _SPLIT_DIRS if s in split_dirs}
-    class_dirs = {s: _class_folders(*_subfolders(f, root), f.path, f"{s} folder") for s, f in folders.items()}
+    class_dirs = {s: _class_folders(*subfolders(f, root), f.path, f"{s} folder") for s, f in folders.items()}
     _require_known_classes(class_dirs, top.path)
     _require_two_classes(class_dirs["train"], folders["train"].path, "train folder")
     return folders, class_dirs
@@ -586,7 +375,7 @@ def load_imagefolder(
     opts = _Decoding(size=int(image_size), strict=strict, max_pixels=_pixel_limit(max_image_pixels))
 
     real_root = os.path.realpath(base)
-    top = _Folder(base, real_root)
+    top = Folder(base, real_root)
     folders, class_dirs = _layout(top, real_root)
     classes = list(class_dirs["train"])
     trees = {}
