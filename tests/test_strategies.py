@@ -70,10 +70,14 @@ def test_lp_ft_starts_the_head_from_the_probe_then_fine_tunes_everything(tmp_pat
     probe = run.strategy.first_phase(run.module.head, features)
     assert not torch.equal(run.module.head[-1].weight, before)
     torch.testing.assert_close(run.module.head[-1].weight.detach(), probe.weight)  # the head is the probe
-    # Then every group trains, at one low lr (decay 1.0).
+    # Then every group trains, at one low lr (decay 1.0), with the norm statistics the probe saw:
+    # batch statistics would change the features under the fitted head at the first step.
     plan = run.module.plan
     assert plan.trainable_groups(0) == list(range(plan.num_groups))
     assert {u.lr_scale for u in plan.units()} == {1.0}
+    run.module.train()
+    bn = run.module.backbone.layer4[0].bn1
+    assert not bn.training and bn.weight.requires_grad
 
 
 # --- two_phase -------------------------------------------------------------------------------

@@ -147,9 +147,9 @@ class FinetunePlan:
         for p in backbone.parameters():
             p.requires_grad_(flags.get(id(p), False))
         freeze_norm_stats = self.config.frozen_norm in ("eval", "affine_only")
-        norms_train = self.strategy.norms_train()
+        norm_layers_train = self.strategy.norm_layers_train()
         for g in self.groups:
-            frozen = not (self.trains(g.index, self.epoch) and norms_train)
+            frozen = not (self.trains(g.index, self.epoch) and norm_layers_train)
             for m in g.norm_modules:
                 m.train(training and not (frozen and freeze_norm_stats))
 

@@ -132,8 +132,10 @@ class Strategy:
         `is_norm`: the parameter belongs to one of the group's norm layers."""
         return True
 
-    def norms_train(self) -> bool:
-        """Whether a training group's norm layers train with it (lora keeps the base network's frozen)."""
+    def norm_layers_train(self) -> bool:
+        """Whether a training group's norm layers are in train mode (batch statistics, running
+        averages updating) or keep the pre-trained statistics (lora; lp_ft, whose probe was fitted
+        on features made with them). Their scales and shifts train either way if `trainable` says so."""
         return True
 
     def weight_decay(self, unit: "ParamUnit", default: float) -> float:

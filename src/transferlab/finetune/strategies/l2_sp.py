@@ -23,7 +23,7 @@ from transferlab.finetune.strategies.base import LayerDecay, Strategy, StrategyC
 @dataclass
 class L2SPConfig(LayerDecay, StrategyConfig):
     decay: float = field(default=0.7, metadata=rule("float", low=0.0, high=1.0, low_open=True, hint="1.0 is one lr for every group"))
-    alpha: float = field(default=0.1, metadata=rule("float", low=0.0))  # pull of the backbone towards w0
+    alpha: float = field(default=0.01, metadata=rule("float", low=0.0))  # pull of the backbone towards w0
     beta: float = field(default=0.01, metadata=rule("float", low=0.0))  # L2 on the head's weights
 
 

@@ -100,7 +100,7 @@ class Lora(Strategy):
     def trainable(self, name: str, param: nn.Parameter, is_norm: bool) -> bool:
         return "lora_" in name or (is_norm and self.config.train_norm)
 
-    def norms_train(self) -> bool:
+    def norm_layers_train(self) -> bool:
         return self.config.train_norm
 
     def knobs(self) -> dict:

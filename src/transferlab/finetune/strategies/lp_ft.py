@@ -17,6 +17,9 @@ from transferlab.finetune.strategies.base import LayerDecay, ProbeSettings, Stra
 @dataclass
 class LpFtConfig(ProbeSettings, LayerDecay, StrategyConfig):
     lr: float = field(default=2e-4, metadata=rule("float", low=0.0, low_open=True))  # the fine-tuning phase's lr
+    # The probe fits features made with the pre-trained norm statistics; statistics that move with
+    # the new data's batches change those features under the head at once.
+    train_norm_stats: bool = field(default=False, metadata=rule("bool"))
 
 
 @register("lp_ft")
@@ -26,6 +29,9 @@ class LpFt(Strategy):
     def check_run(self, max_epochs: int | None, head_type: str) -> None:
         if head_type != "linear":
             raise ConfigError(f"strategy=lp_ft starts from a linear probe, but model.head.type={head_type}: use model.head.type=linear")
+
+    def norm_layers_train(self) -> bool:
+        return self.config.train_norm_stats
 
     @property
     def has_first_phase(self) -> bool:
