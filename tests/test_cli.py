@@ -116,3 +116,15 @@ def test_every_debug_config_runs(tmp_path, debug):
     # fast_dev_run and overfit_batches check the setup and are recorded as such, never as results.
     assert m["status"] == ("completed" if debug == "limit" else "debug"), m["error"]
     assert m["trained"]["optimizer_steps"] > 0 and "acc" in m["test"]
+
+
+@pytest.mark.slow
+def test_two_runs_started_at_once_never_share_a_directory(tmp_path):
+    env = {**os.environ, "TRANSFERLAB_ROOT": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    args = [sys.executable, str(ROOT / "train.py"), *TINY, "strategy=extract", "trainer.max_epochs=1"]
+    procs = [subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0], [p.stderr.read()[-2000:] for p in procs]
+    records = sorted(Path(tmp_path).rglob("metrics.json"))
+    assert len(records) == 2 and records[0].parent != records[1].parent
+    a, b = (json.loads(r.read_text()) for r in records)
+    assert a["status"] == b["status"] == "completed" and a["test"] == b["test"]  # the same run, twice, each whole

@@ -305,3 +305,33 @@ def test_probe_averages_views_and_rejects_an_mlp_head():
     assert abs(one.val_acc - two.val_acc) < 0.05
     with pytest.raises(ConfigError, match="linear layers"):
         linear_layer_of(nn.Sequential(nn.Linear(8, 4), nn.GELU(), nn.Linear(4, 2)))
+
+
+# --- two builders at once ------------------------------------------------------------------------
+def _build_in_process(root, marker, out, delay):
+    import time as _time
+
+    def slow():
+        with open(marker, "a") as f:
+            f.write("built\n")
+        _time.sleep(delay)
+        return torch.arange(48, dtype=torch.float32).view(6, 8)
+
+    features = FeatureCache(root).get_or_build(key_for(), 8, slow, split="train")
+    torch.save(features, out)
+
+
+def test_two_processes_building_the_same_features_build_them_once(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    marker = tmp_path / "builds.txt"
+    procs = [ctx.Process(target=_build_in_process, args=(tmp_path / "cache", marker, tmp_path / f"out{i}.pt", 1.0)) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert marker.read_text().splitlines() == ["built"]  # the second waited for the first, then read its file
+    a, b = (torch.load(tmp_path / f"out{i}.pt") for i in range(2))
+    assert torch.equal(a, b) and torch.equal(a, torch.arange(48, dtype=torch.float32).view(6, 8))
