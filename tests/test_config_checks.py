@@ -6,12 +6,15 @@ The table is derived from the rules themselves (config/checks.py's RULES, each s
 rules) and from the config folder: a new key with a rule is tested without editing this file.
 """
 
+import copy
+import functools
 import json
 import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from transferlab import CONFIG_DIR
 from transferlab import train as train_cli
@@ -50,6 +53,19 @@ def composed(*overrides):
     return cfg
 
 
+@functools.lru_cache(maxsize=None)
+def _base(strategy: str):
+    return composed(f"strategy={strategy}")
+
+
+def with_value(strategy: str, key: str, value):
+    """The composed config of `strategy` with `key` set to `value`, as an override would set it
+    (composing once per strategy: the table has hundreds of rows)."""
+    cfg = copy.deepcopy(_base(strategy))
+    OmegaConf.update(cfg, key, value, merge=False)
+    return cfg
+
+
 def global_cases():
     for key, rule in RULES.items():
         for bad in rule.bad_values():
@@ -66,7 +82,7 @@ def strategy_cases():
 def test_every_strategy_config_has_a_registered_strategy_and_the_same_knobs():
     assert STRATEGY_NAMES == sorted(STRATEGIES)
     for name in STRATEGY_NAMES:
-        cfg = composed(f"strategy={name}")
+        cfg = _base(name)
         yaml_knobs = set(cfg.strategy)
         fields = {f for f in STRATEGIES[name].Config.__dataclass_fields__}
         assert yaml_knobs == fields, name
@@ -78,21 +94,21 @@ def test_every_strategy_config_has_a_registered_strategy_and_the_same_knobs():
 
 def test_the_default_config_passes_every_rule():
     for name in STRATEGY_NAMES:
-        cfg = composed(f"strategy={name}")
+        cfg = _base(name)
         check_config(cfg)
         make_strategy(cfg)
 
 
 @pytest.mark.parametrize("key,bad", list(global_cases()))
 def test_each_global_key_refuses_values_outside_its_range(key, bad):
-    cfg = composed(f"{key}={_text(bad)}")
+    cfg = with_value("partial", key, bad)
     with pytest.raises(ConfigError, match=f"^{key}=.* is outside its range: use "):
         check_config(cfg)
 
 
 @pytest.mark.parametrize("name,key,bad", list(strategy_cases()))
 def test_each_strategy_knob_refuses_values_outside_its_range(name, key, bad):
-    cfg = composed(f"strategy={name}", f"strategy.{key}={_text(bad)}")
+    cfg = with_value(name, f"strategy.{key}", bad)
     with pytest.raises(ConfigError, match=f"strategy.{key}="):
         make_strategy(cfg)
 

@@ -25,6 +25,7 @@ from transferlab.engine.resume import ResumePoint, refuse_finished, resume_point
 from transferlab.errors import RunNotValid, cli, exit_with
 from transferlab.models.checkpoint import read_checkpoint
 from transferlab.record import FAILED, RunRecord
+from transferlab.utils.provenance import code_state
 from transferlab.utils.resolvers import register as register_resolvers
 
 log = logging.getLogger("transferlab.train")
@@ -54,6 +55,7 @@ def train(cfg: DictConfig, run: Run | None = None) -> dict:
     `run`: an already assembled run (scripts/bench.py passes one with a smaller test split).
     """
     start = time.perf_counter()
+    code_state(str(CONFIG_DIR.parent))  # the code as this process imported it (cached for the record)
     overrides = _overrides()
     point = resume_point(cfg, overrides)
     if point.finished is not None:

@@ -24,14 +24,21 @@ def _git(repo: Path, *args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+# What decides what a run computes; edits to docs or tests elsewhere in the checkout do not.
+CODE_PATHS = ("src", "configs", "scripts", "train.py", "eval.py", "pyproject.toml")
+
+
 @functools.lru_cache(maxsize=None)
 def code_state(repo: str) -> dict:
-    """{"commit": sha or None, "dirty": bool or None}: None where `repo` is not a git checkout."""
+    """{"commit": sha or None, "dirty": bool or None}: None where `repo` is not a git checkout.
+
+    Cached per process: the first call (train.py makes it as a run starts) describes the code a
+    sweep's process imported, even if the checkout changes while the sweep runs."""
     commit = _git(Path(repo), "rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None}
-    # Untracked files (logs, caches) do not change the code that ran; tracked edits do.
-    status = _git(Path(repo), "status", "--porcelain", "--untracked-files=no")
+    # Untracked files (logs, caches) do not change the code that ran; edits to tracked code do.
+    status = _git(Path(repo), "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
