@@ -137,7 +137,7 @@ CASES = {
     "samples_per_class too large": ([*FAST, "data.samples_per_class=1000"], ["class 'class_0' has 56 images left after validation", "data.samples_per_class=1000", "lower data.samples_per_class"]),
     "data root unset": ([*FAST, "data=imagefolder"], ["data.source_args.root is unset", "pass data.source_args.root=<a folder of <class>/<image> sub-folders>"]),
     "eval split": (["ckpt_path=x.ckpt", "split=train"], ["split='train' is not a split eval.py runs", "split=test or split=val"]),
-    "eval without ckpt_path": ([], ["ckpt_path is not set (??? in its config): pass ckpt_path=<value>"]),
+    "eval without ckpt_path": ([], ["pass ckpt_path=<run dir>/checkpoints/<file>.ckpt, or model_path=<exported model.onnx>"]),
 }
 
 

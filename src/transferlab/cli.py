@@ -39,6 +39,30 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    import logging
+
+    from transferlab.errors import TransferlabError
+    from transferlab.export import export_run
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        result = export_run(args.run, args.format, args.out, inputs=args.inputs, log_dir=args.log_dir,
+                            overwrite=args.overwrite)
+    except TransferlabError as e:
+        print(f"transferlab export: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"transferlab export: cannot write {e.filename or args.out} ({e.strerror or e}): pass --out <a folder you "
+              "can write>", file=sys.stderr)
+        return 2
+    v = result.verification
+    check = (f"checked on {v['inputs']} at batch {', '.join(map(str, v['batch_sizes']))}: max |logit diff| "
+             f"{v['max_abs_diff']:.2e}, argmax {'identical' if v['argmax_equal'] else 'different'}") if v else "not checked"
+    print(f"exported {args.format} to {result.out_dir} ({', '.join(sorted(result.files.values()))}); {check}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transferlab",
@@ -56,6 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("dirs", nargs="+", metavar="DIR", help="run or multirun directories")
     report.add_argument("--out", "-o", default=None, help="output directory (default: the first DIR)")
     report.set_defaults(func=_report)
+
+    from transferlab.export.formats import format_names
+
+    export = sub.add_parser(
+        "export",
+        help="write a trained run as ONNX, a timm folder or TorchScript, with its preprocessing and a model card",
+        description="Rebuild the run's model from its checkpoint (LoRA adapters merged), write it in one format, and "
+        "check the written model against the trained one on real inputs before keeping it. Beside it: "
+        "transferlab.json (preprocessing, class names) and README.md (the model card).",
+    )
+    export.add_argument("run", metavar="RUN", help="a .ckpt file, a run directory (the checkpoint it tested) or `last`")
+    export.add_argument("--format", "-f", required=True, choices=format_names())
+    export.add_argument("--out", "-o", required=True, help="the folder to write (new or empty)")
+    export.add_argument("--inputs", default=None, help="images to check the export on (default: the run's test split)")
+    export.add_argument("--log-dir", default="logs", help="where `last` looks for runs (default: logs)")
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    export.set_defaults(func=_export)
     return parser
 
 

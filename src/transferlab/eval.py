@@ -23,6 +23,12 @@ def evaluate(cfg: DictConfig) -> dict:
     split = str(cfg.split)
     if split not in ("test", "val"):
         raise ConfigError(f"split={split!r} is not a split eval.py runs: use split=test or split=val")
+    if cfg.get("model_path"):
+        if cfg.get("ckpt_path"):
+            raise ConfigError("pass one of ckpt_path=<.ckpt> or model_path=<exported model.onnx>, not both")
+        return _write(cfg, str(Path(cfg.model_path).resolve()), split, evaluate_exported(cfg, split))
+    if not cfg.get("ckpt_path"):
+        raise ConfigError("pass ckpt_path=<run dir>/checkpoints/<file>.ckpt, or model_path=<exported model.onnx>")
     ckpt = read_checkpoint(cfg.ckpt_path)
     run_cfg = OmegaConf.create(ckpt["transferlab"]["config"])
     with open_dict(run_cfg):
@@ -43,9 +49,47 @@ def evaluate(cfg: DictConfig) -> dict:
     loop = trainer.test if split == "test" else trainer.validate
     results = loop(run.module, datamodule=run.datamodule, verbose=False)
     metrics = {k.split("/", 1)[1]: float(v) for k, v in results[0].items() if k.startswith(f"{split}/")}
-    out = {"checkpoint": str(Path(cfg.ckpt_path).resolve()), "split": split, "metrics": metrics}
+    return _write(cfg, str(Path(cfg.ckpt_path).resolve()), split, metrics)
+
+
+def _write(cfg: DictConfig, model: str, split: str, metrics: dict) -> dict:
+    out = {"checkpoint": model, "split": split, "metrics": metrics}
     atomic_write_json(Path(cfg.paths.output_dir) / "eval_metrics.json", out)
     return out
+
+
+def evaluate_exported(cfg: DictConfig, split: str) -> dict:
+    """An exported ONNX model on its run's split, rebuilt from the config in its sidecar."""
+    import numpy as np
+    import torch
+
+    from transferlab.data.transforms import BatchPreprocess
+    from transferlab.engine.assemble import datamodule_for
+    from transferlab.inference.models import open_model
+
+    model = open_model(None, cfg.model_path, cfg.paths.log_dir)
+    run_cfg = model.config
+    with open_dict(run_cfg):
+        run_cfg.paths = cfg.paths
+        run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.get("data_overrides") or {})
+    transform = BatchPreprocess(**model.preprocess)
+    datamodule = datamodule_for(run_cfg, transform, model.storage_size)
+    datamodule.setup()
+    if list(datamodule.classes) != list(model.classes):
+        raise ConfigError(f"{cfg.model_path} classifies {len(model.classes)} classes that are not this data's "
+                          f"{len(datamodule.classes)}: evaluate it on the data it was trained on (drop data_overrides)")
+    loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
+    correct = top5 = total = 0
+    loss = 0.0
+    k = min(5, len(model.classes))
+    for batch in loader:
+        logits = torch.from_numpy(np.asarray(model.scorer(transform.apply(batch, train=False).images)))
+        y = batch.labels
+        correct += int((logits.argmax(1) == y).sum())
+        top5 += int((logits.topk(k, 1).indices == y[:, None]).any(1).sum())
+        loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+        total += len(y)
+    return {"acc": correct / total, "acc_top5": top5 / total, "loss": loss / total}
 
 
 register_resolvers()

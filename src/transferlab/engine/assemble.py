@@ -76,13 +76,18 @@ def make_backbone(cfg: DictConfig, weights: str) -> Backbone:
 
 
 def make_datamodule(cfg: DictConfig, backbone: Backbone) -> TransferDataModule:
+    augment = AugmentConfig(**plain(cfg.data.augment)) if cfg.data.get("augment") else None
+    return datamodule_for(cfg, backbone.batch_transform(augment), backbone.storage_size)
+
+
+def datamodule_for(cfg: DictConfig, transform, storage_size: int) -> TransferDataModule:
+    """The run's data with a given transform (eval.py on an exported model has no backbone to ask)."""
     d = cfg.data
-    augment = AugmentConfig(**plain(d.augment)) if d.get("augment") else None
     return TransferDataModule(
         source=str(d.source),
-        transform=backbone.batch_transform(augment),
+        transform=transform,
         source_args=plain(d.get("source_args")),
-        storage_size=backbone.storage_size,
+        storage_size=storage_size,
         samples_per_class=d.get("samples_per_class"),
         train_fraction=d.get("train_fraction"),
         val_per_class=d.get("val_per_class"),
@@ -123,16 +128,35 @@ def make_run(cfg: DictConfig, weights: str | None = None, init: bool = True) -> 
     strategy.prepare(backbone)
     datamodule = make_datamodule(cfg, backbone)
     datamodule.setup()
-    head_cfg = cfg.model.head
-    head = build_head(
-        str(head_cfg.type), backbone.num_features, datamodule.num_classes,
-        hidden=int(head_cfg.get("hidden") or 256), dropout=float(head_cfg.get("dropout") or 0.0),
-    )
+    head = _make_head(cfg, backbone, datamodule.num_classes)
     if init_ckpt is not None:
         backbone.weights = init_head_from(
             head, init_ckpt, init_path, num_classes=datamodule.num_classes, classes=datamodule.classes,
-            reset_head=bool(head_cfg.get("reset", False)),
+            reset_head=bool(cfg.model.head.get("reset", False)),
         )
+    module = _make_module(cfg, backbone, head, strategy, datamodule.classes)
+    return Run(backbone, datamodule, strategy, module)
+
+
+def make_model(cfg: DictConfig, classes: list) -> TransferModule:
+    """The trained network of a stored run, without its data: the architecture, adapters and head that
+    `make_run` builds, with random tensors for the checkpoint to replace (predict, export)."""
+    check_config(cfg)
+    strategy = make_strategy(cfg)
+    backbone = make_backbone(cfg, "none")
+    strategy.prepare(backbone)
+    return _make_module(cfg, backbone, _make_head(cfg, backbone, len(classes)), strategy, list(classes))
+
+
+def _make_head(cfg: DictConfig, backbone: Backbone, num_classes: int):
+    head_cfg = cfg.model.head
+    return build_head(
+        str(head_cfg.type), backbone.num_features, num_classes,
+        hidden=int(head_cfg.get("hidden") or 256), dropout=float(head_cfg.get("dropout") or 0.0),
+    )
+
+
+def _make_module(cfg: DictConfig, backbone: Backbone, head, strategy: Strategy, classes: list) -> TransferModule:
     plan = FinetunePlan(strategy, backbone.block_groups(), head)
     plan.check_reachable(planned_epochs(cfg))
     log.info("plan %s", plan.describe())
@@ -141,17 +165,17 @@ def make_run(cfg: DictConfig, weights: str | None = None, init: bool = True) -> 
         head=head,
         plan=plan,
         optim=optim_config(cfg),
-        num_classes=datamodule.num_classes,
+        num_classes=len(classes),
         label_smoothing=float(cfg.optim.get("label_smoothing") or 0.0),
         tta_hflip=bool(cfg.data.get("eval_hflip", False)),
         extra_checkpoint_state={
             "config": OmegaConf.to_container(cfg, resolve=False),
-            "classes": datamodule.classes,
+            "classes": classes,
             "weights": backbone.weights,
         },
     )
     log.info("parameters: %s total, %s trainable at start", f"{count_params(module):,}", f"{module.trainable_params():,}")
-    return Run(backbone, datamodule, strategy, module)
+    return module
 
 
 # --- the trainer ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from transferlab.errors import DivergedError
 from transferlab.finetune.optim import OptimConfig, build_optimizer, build_scheduler, param_groups
 from transferlab.finetune.plan import FinetunePlan
 from transferlab.models.backbone import Backbone, count_params
-from transferlab.models.checkpoint import check_fits
+from transferlab.models.checkpoint import CHECKPOINT_FORMAT, check_fits
 
 
 class TransferModule(pl.LightningModule):
@@ -155,7 +155,7 @@ class TransferModule(pl.LightningModule):
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["transferlab"] = {**self.extra_checkpoint_state, "num_classes": self.num_classes}
+        checkpoint["transferlab"] = {**self.extra_checkpoint_state, "num_classes": self.num_classes, "format": CHECKPOINT_FORMAT}
         # So that a resumed run keeps logging into the same W&B run (train.py, resume.py).
         wandb_id = next((lg.version for lg in self.loggers if type(lg).__name__ == "WandbLogger"), None)
         if wandb_id:

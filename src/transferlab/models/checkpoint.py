@@ -18,6 +18,9 @@ from transferlab.errors import CheckpointError, ConfigError
 log = logging.getLogger(__name__)
 
 _SHOWN = 3  # how many differing tensors or class names a message names
+# The layout of the `transferlab` entry of a checkpoint; raised when that layout changes, so an
+# older transferlab names a newer checkpoint instead of misreading it.
+CHECKPOINT_FORMAT = 1
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -39,6 +42,12 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(
             f"{path} is not a transferlab checkpoint (no stored run config): use a .ckpt written by train.py "
             "(for plain backbone weights use model.weights=file:<path>)"
+        )
+    written = ckpt["transferlab"].get("format", 1)
+    if not isinstance(written, int) or written > CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} was written by a newer transferlab (checkpoint format {written}; this one reads up to "
+            f"{CHECKPOINT_FORMAT}): upgrade transferlab, or use the version that trained it"
         )
     return ckpt
 

@@ -145,6 +145,11 @@ class Strategy:
     def prepare(self, backbone) -> None:
         """Change the backbone before its groups are cut (adapters)."""
 
+    def deployable(self, model: nn.Module) -> nn.Module:
+        """The trained backbone as a plain network of its architecture (adapters folded in), for
+        export. May change `model` in place; callers pass a copy."""
+        return model
+
     def state_module(self) -> nn.Module | None:
         """Tensors of the strategy's own that checkpoints must hold (registered on the model)."""
         return None

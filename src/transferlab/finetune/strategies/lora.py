@@ -97,6 +97,9 @@ class Lora(Strategy):
     def unfreeze_epochs(self, num_groups: int) -> list[int | None]:
         return top_groups_from(self.config.unfreeze_top, num_groups, 0)
 
+    def deployable(self, model: nn.Module) -> nn.Module:
+        return merge_adapters(model)
+
     def trainable(self, name: str, param: nn.Parameter, is_norm: bool) -> bool:
         return "lora_" in name or (is_norm and self.config.train_norm)
 

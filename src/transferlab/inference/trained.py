@@ -1,0 +1,149 @@
+"""A trained model from `<checkpoint | run dir | last>`, rebuilt without its training data.
+
+predict.py and `transferlab export` both start here. The model is built from the config stored in
+the checkpoint (architecture, adapters, head), its tensors come from the checkpoint, and the
+preprocessing is the run's eval path, so what they compute is what eval.py computed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+
+from transferlab.engine.assemble import make_model
+from transferlab.engine.module import TransferModule
+from transferlab.engine.resume import LAST
+from transferlab.errors import CheckpointError, TransferlabError
+from transferlab.models.checkpoint import check_fits, read_checkpoint
+from transferlab.record import RunRecord, read_record
+
+log = logging.getLogger(__name__)
+
+
+def resolve_checkpoint(ref: str | Path, log_dir: str | Path = "logs") -> tuple[Path, Path | None]:
+    """(checkpoint, run dir). A run dir gives the checkpoint its run tested (metrics.json's
+    best_checkpoint), else its last.ckpt; `last` is the newest run under log_dir that has either."""
+    if str(ref) == "last":
+        runs = sorted((p.parent.parent for p in Path(log_dir).glob(f"*/runs/*/{LAST}")), key=lambda p: p.name, reverse=True)
+        runs += sorted((p.parent.parent for p in Path(log_dir).glob(f"*/multiruns/*/*/{LAST}")),
+                       key=lambda p: (p.parent.name, p.name), reverse=True)
+        if not runs:
+            raise CheckpointError(f"ckpt_path=last: no run under {log_dir} has a {LAST}: pass ckpt_path=<run dir or .ckpt file>")
+        return _in_run_dir(runs[0]), runs[0]
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return _in_run_dir(path), path
+    if not path.is_file():
+        raise CheckpointError(f"ckpt_path={ref}: no such checkpoint or run directory: pass a .ckpt file, a run directory or `last`")
+    return path, (path.parent.parent if path.parent.name == "checkpoints" else None)
+
+
+def _in_run_dir(run_dir: Path) -> Path:
+    record = read_record(run_dir)
+    tested = Path(record.best_checkpoint) if record and record.best_checkpoint else None
+    if tested is not None and not tested.is_absolute():
+        tested = run_dir / tested
+    if tested is not None:
+        for candidate in (tested, run_dir / "checkpoints" / tested.name):  # the second: a run dir that was moved
+            if candidate.is_file():
+                return candidate
+    if (run_dir / LAST).is_file():
+        return run_dir / LAST
+    found = sorted(run_dir.glob("checkpoints/*.ckpt"))
+    if len(found) == 1:
+        return found[0]
+    raise CheckpointError(
+        f"run directory {run_dir} has no checkpoint to use ({LAST} is missing"
+        + (f" and {len(found)} others are there" if found else "") + "): pass ckpt_path=<one .ckpt file>"
+    )
+
+
+@dataclass
+class Trained:
+    module: TransferModule  # in eval mode, on the CPU
+    config: DictConfig  # the run's config, as stored in its checkpoint
+    classes: list[str]
+    checkpoint: Path
+    run_dir: Path | None
+    record: RunRecord | None
+
+    @property
+    def preprocess(self) -> dict:
+        return self.module.encoder.input_spec()
+
+    @property
+    def storage_size(self) -> int:
+        return int(self.module.encoder.storage_size)
+
+    @property
+    def modality(self) -> str:
+        return self.module.encoder.modality
+
+    @property
+    def tta_hflip(self) -> bool:
+        return bool(self.module.tta_hflip)
+
+    @property
+    def strategy(self) -> str:
+        return self.module.strategy.name
+
+    def network(self) -> "InferenceNetwork":
+        """The model as one plain network (adapters merged) on normalised inputs: what export traces."""
+        backbone = self.module.strategy.deployable(copy.deepcopy(self.module.backbone)).eval()
+        return InferenceNetwork(backbone, copy.deepcopy(self.module.head).eval(), tta_hflip=self.tta_hflip)
+
+
+class InferenceNetwork(nn.Module):
+    """backbone -> head on a normalised image batch, averaging the logits of the image and its
+    mirror when the run was evaluated that way (data.eval_hflip), so an export scores as eval.py did."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, tta_hflip: bool):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.tta_hflip = tta_hflip
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.head(self.backbone(images))
+        if self.tta_hflip:
+            logits = (logits + self.head(self.backbone(images.flip(-1)))) / 2
+        return logits
+
+
+def load_trained(ref: str | Path, log_dir: str | Path = "logs") -> Trained:
+    ckpt_path, run_dir = resolve_checkpoint(ref, log_dir)
+    ckpt = read_checkpoint(ckpt_path)
+    stored = ckpt["transferlab"]
+    classes = [str(c) for c in (stored.get("classes") or [])]
+    if not classes:
+        raise CheckpointError(f"checkpoint {ckpt_path} stores no class names: it predates predict and export; "
+                              "train it again with this transferlab")
+    config = OmegaConf.create(stored["config"])
+    with open_dict(config):
+        if "init_from" in config.model:
+            config.model.init_from = None  # every tensor comes from this checkpoint
+    try:
+        module = make_model(config, classes)
+    except TransferlabError:
+        raise
+    except Exception as e:  # the stored config names keys or choices this version does not build
+        raise CheckpointError(
+            f"checkpoint {ckpt_path} does not build with this transferlab ({type(e).__name__}: {str(e).splitlines()[0][:160]}): "
+            "use the transferlab version that trained it (its commit is in the run's metrics.json)"
+        ) from e
+    check_fits(
+        ckpt, ckpt_path, module.state_dict(), len(classes), classes,
+        fix="the checkpoint is damaged or from another transferlab version: use the checkpoint its run wrote, "
+        "with the transferlab version that trained it",
+        model_name=str(config.model.name),
+    )
+    module.load_state_dict(ckpt["state_dict"])
+    module.eval()
+    log.info("loaded %s (%s, strategy %s, %d classes)", ckpt_path, config.model.name, module.strategy.name, len(classes))
+    return Trained(module, config, classes, ckpt_path, run_dir, read_record(run_dir) if run_dir else None)
