@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist
 ARGS   ?=
 
-.PHONY: install install-sweep train test test-fast eval report sweep-compare sweep-data clean-logs data-packages
+.PHONY: install install-sweep train test test-fast eval predict report sweep-compare sweep-data clean-logs data-packages
 
 # torch is pinned to the build this machine kind ships (any other pin pulls a multi-GB download).
 $(STAMP): pyproject.toml
@@ -33,6 +33,9 @@ train: install
 
 eval: install
 	$(BIN)/python eval.py $(ARGS)
+
+predict: install
+	$(BIN)/python predict.py $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest -q $(ARGS)
@@ -70,3 +73,9 @@ report: install
 .PHONY: bench
 bench: install
 	$(BIN)/python scripts/bench.py $(ARGS)
+
+# Serving (scripts/bench_export.py): onnxruntime vs torch eager, predict.py's path vs eval.py's.
+# Writes docs/benchmarks_export.md; about two minutes on 2 CPU cores.
+.PHONY: bench-export
+bench-export: install
+	$(BIN)/python scripts/bench_export.py $(ARGS)

@@ -500,7 +500,8 @@ def main(argv=None) -> int:
         f"Written by `scripts/bench.py` (`make bench`) in {time.perf_counter() - started:.0f} s: `{command.strip()}`.",
         f"Model `{args.model}` ({args.weights}), Fashion-MNIST at {args.image_size} px, batch {args.batch_size}, "
         f"{args.threads} torch threads, DataLoader workers {args.workers}. One measurement per row: other load on "
-        "the machine shows up as noise (see the load average).",
+        "the machine shows up as noise (see the load average). Serving (ONNX, predict.py): "
+        "[benchmarks_export.md](benchmarks_export.md).",
         "",
         table(["", ""], [[k, v] for k, v in info.items()]),
         "",

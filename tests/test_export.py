@@ -144,21 +144,15 @@ def test_onnx_export_matches_and_eval_reproduces_test_accuracy(trained_run, onnx
 
 
 def readme_snippet_logits(export_dir: Path, image_path: Path) -> np.ndarray:
-    """The README's onnxruntime snippet, as a user without transferlab would run it."""
-    import onnxruntime as ort
+    """The README's onnxruntime snippet, run as a user without transferlab would run it."""
+    import re
 
-    side = json.loads((export_dir / "transferlab.json").read_text())
-    spec = side["input"]
-    img = Image.open(image_path).convert("RGB")
-    s = spec["resize_to"] / min(img.size)
-    img = img.resize((max(spec["resize_to"], round(img.width * s)), max(spec["resize_to"], round(img.height * s))),
-                     Image.Resampling.BICUBIC)
-    for size in (spec["resize_to"], spec["crop_size"]):
-        left, top = round((img.width - size) / 2), round((img.height - size) / 2)
-        img = img.crop((left, top, left + size, top + size))
-    x = (np.asarray(img, np.float32) / 255 - spec["mean"]) / spec["std"]
-    session = ort.InferenceSession(str(export_dir / side["files"]["model"]))
-    return session.run(None, {spec["name"]: x.transpose(2, 0, 1)[None].astype(np.float32)})[0]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "onnxruntime as ort" in b)
+    code = block.replace("exports/lite0", str(export_dir)).replace('logits("photo.jpg")', f'logits("{image_path}")')
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    return scope["logits"](str(image_path))[None]
 
 
 def test_sidecar_round_trip_and_the_readme_snippet(trained_run, onnx_export):
