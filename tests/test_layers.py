@@ -20,13 +20,17 @@ ALLOWED = {
     "models": BASE | {"data"},
     "finetune": BASE | {"data", "models"},
     "engine": BASE | {"data", "models", "finetune"},
+    # A finished run as a model to use, then written in other formats.
+    "inference": BASE | {"data", "models", "finetune", "engine"},
+    "export": BASE | {"data", "models", "finetune", "engine", "inference"},
     # Beside the training stack, reading what it wrote: never the stack itself.
     "sweep": BASE,
     "report": BASE,
     # Entry points.
     "train": BASE | {"data", "models", "finetune", "engine"},
-    "eval": BASE | {"data", "models", "finetune", "engine"},
-    "cli": BASE | {"report"},
+    "eval": BASE | {"data", "models", "finetune", "engine", "inference"},
+    "predict": BASE | {"data", "inference", "engine"},
+    "cli": BASE | {"report", "export"},
 }
 
 
