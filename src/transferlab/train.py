@@ -121,7 +121,7 @@ def _report(metrics: dict) -> None:
     acc = f"{test['acc']:.4f}" if "acc" in test else "n/a"
     status = "" if metrics["status"] == "completed" else f"  |  status {metrics['status']}: {metrics['error']}"
     print(
-        f"\ntest accuracy {acc}  |  {c['model']} {c['strategy']} on {c['data']} ({c['train_size']} training images)"
+        f"\ntest accuracy {acc}  |  {c['model']} {c['strategy']} on {c['data']} ({c['train_size']} training {'texts' if c.get('modality') == 'text' else 'images'})"
         f"  |  trainable {params['trainable']:,} of {params['total']:,} params  |  {t['total_s']:.0f} s{status}"
         f"\nresults: {metrics['run_dir']}/metrics.json",
         flush=True,

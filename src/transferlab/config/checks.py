@@ -175,6 +175,7 @@ RULES: dict[str, Rule] = {
     "data.val_per_class": Rule("int", low=0, nullable=True),
     "data.val_fraction": Rule("float", nullable=True, low=0.0, high=1.0, low_open=True, high_open=True),
     "data.eval_hflip": Rule("bool"),
+    "data.max_length": Rule("int", low=8, hint="tokens per text; longer texts are cut"),
     "data.augment.enabled": Rule("bool"),
     "data.augment.scale": Rule("pair", low=0.0, high=1.0, low_open=True),
     "data.augment.ratio": Rule("pair", low=0.0, low_open=True),
@@ -193,6 +194,8 @@ RULES: dict[str, Rule] = {
     "model.head.dropout": Rule("float", low=0.0, high=1.0, high_open=True),
     "model.drop_path_rate": Rule("float", low=0.0, high=1.0, high_open=True),
     "model.channels_last": Rule("bool"),
+    "model.pooling": Rule("str", choices=("mean", "cls")),
+    "model.backbone_lr_scale": Rule("float", low=0.0, low_open=True),
 }
 
 

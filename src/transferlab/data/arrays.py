@@ -1,4 +1,4 @@
-"""The in-memory form of a labelled data set: uint8 images and int64 labels per split.
+"""The in-memory form of a labelled data set: uint8 images (or token ids) and int64 labels per split.
 
 A source (data/sources/) returns a ``Splits``: the labelled training pool (validation and the
 training subset are carved from it later, in data/subsample.py), the test set, and a validation set
@@ -9,6 +9,7 @@ backbone's input happens per batch (data/transforms.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -18,6 +19,7 @@ class ImageArrays:
     images: torch.Tensor  # uint8 [N, C, H, W]
     labels: torch.Tensor  # int64 [N]
     classes: list[str] = field(default_factory=list)
+    field: ClassVar[str] = "images"  # the Batch field the loaders fill with `inputs`
 
     def __post_init__(self) -> None:
         # Wrong dtypes here surface much later as silent normalisation bugs; fail where they start.
@@ -33,13 +35,46 @@ class ImageArrays:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def inputs(self) -> torch.Tensor:
+        return self.images
+
     def subset(self, idx: torch.Tensor) -> "ImageArrays":
         idx = torch.as_tensor(idx, dtype=torch.long)
         return ImageArrays(self.images[idx].contiguous(), self.labels[idx], list(self.classes))
 
 
 @dataclass
+class TokenArrays:
+    """Texts as token ids, right-padded to one length with `pad_id` (the per-batch transform cuts each
+    batch to its longest text and derives the attention mask)."""
+
+    input_ids: torch.Tensor  # int64 [N, T]
+    labels: torch.Tensor  # int64 [N]
+    classes: list[str] = field(default_factory=list)
+    pad_id: int = 0
+    field: ClassVar[str] = "input_ids"
+
+    def __post_init__(self) -> None:
+        if self.input_ids.dtype != torch.int64 or self.input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be int64 [N, T], got {self.input_ids.dtype} {tuple(self.input_ids.shape)}")
+        if self.labels.dtype != torch.int64 or self.labels.ndim != 1 or len(self.labels) != len(self.input_ids):
+            raise ValueError(f"labels must be int64 [N] with N = {len(self.input_ids)}, got {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        return self.input_ids
+
+    def subset(self, idx: torch.Tensor) -> "TokenArrays":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return TokenArrays(self.input_ids[idx].contiguous(), self.labels[idx], list(self.classes), self.pad_id)
+
+
+@dataclass
 class Splits:
-    train: ImageArrays
-    test: ImageArrays
-    val: ImageArrays | None = None
+    train: ImageArrays | TokenArrays
+    test: ImageArrays | TokenArrays
+    val: ImageArrays | TokenArrays | None = None

@@ -48,6 +48,7 @@ class TransferDataModule(pl.LightningDataModule):
         eval_batch_size: int = 256,
         num_workers: int = 0,
         seed: int = 0,
+        tokenize=None,
     ):
         super().__init__()
         self.source = source
@@ -62,6 +63,7 @@ class TransferDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.tokenize = tokenize  # a text backbone's tokenizer, for text sources
         self.splits: dict[str, ImageArrays] = {}
         self.classes: list[str] = []
 
@@ -69,8 +71,12 @@ class TransferDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        splits = load_source(self.source, self.source_args, SourceContext(seed=self.seed, storage_size=self.storage_size))
+        context = SourceContext(seed=self.seed, storage_size=self.storage_size, tokenize=self.tokenize)
+        splits = load_source(self.source, self.source_args, context)
         pool = splits.train
+        if self.tokenize is not None and pool.field != "input_ids":
+            raise DataError(f"data.source={self.source} holds images, and this model is a text encoder: use an image "
+                            "model (model=efficientnet_lite0, or model=timm model.name=<timm name>)")
         if splits.val is not None and self.val_per_class is None and self.val_fraction is None:
             train_idx, _ = stratified_split(
                 pool.labels, seed=self.seed, samples_per_class=self.samples_per_class, train_fraction=self.train_fraction, classes=pool.classes,
@@ -98,9 +104,9 @@ class TransferDataModule(pl.LightningDataModule):
                 "a classifier needs at least 2 classes; add images of another class"
             )
         log.info(
-            "data %s: train %d, val %d, test %d images, %d classes, stored %s",
+            "data %s: train %d, val %d, test %d %s, %d classes, stored %s",
             self.source, len(self.splits["train"]), len(self.splits["val"]), len(self.splits["test"]),
-            self.num_classes, tuple(pool.images.shape[1:]),
+            "images" if pool.field == "images" else "texts", self.num_classes, tuple(pool.inputs.shape[1:]),
         )
 
     @property
@@ -114,9 +120,9 @@ class TransferDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         arrays = self.splits[split]
         return batch_loader(
-            arrays.images, arrays.labels, trainer=self.trainer, shuffle=shuffle, seed=self.seed,
+            arrays.inputs, arrays.labels, trainer=self.trainer, shuffle=shuffle, seed=self.seed,
             batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
+            num_workers=self.num_workers, pin_memory=torch.cuda.is_available(), field=arrays.field,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -134,9 +134,11 @@ def extract_features(
     batch_size: int = 256,
     view: str = "image",
     device: torch.device | str | None = None,
+    field: str = "images",
 ) -> torch.Tensor:
-    """Pooled features [N, D] (float32, CPU) of uint8 images [N, C, H, W], as the model sees them at
-    eval time: eval preprocessing (and the mirror for view="hflip"), backbone in eval mode.
+    """Pooled features [N, D] (float32, CPU) of stored inputs (uint8 images [N, C, H, W], or token
+    ids with field="input_ids"), as the model sees them at eval time: the eval transform (and the
+    mirror for view="hflip"), backbone in eval mode.
 
     `encoder`: a Backbone (models/backbone.py): its `model` is put in eval mode, `features(batch)` runs it.
     """
@@ -153,10 +155,11 @@ def extract_features(
     try:
         with _eval_mode(model), torch.inference_mode():
             for start in range(0, len(images), batch_size):
-                x = transform(images[start : start + batch_size].to(device, non_blocking=True), train=False)
+                chunk = images[start : start + batch_size].to(device, non_blocking=True)
+                batch = transform.apply(Batch(**{field: chunk}), train=False)
                 if view == "hflip":
-                    x = x.flip(-1)
-                out.append(encoder.features(Batch(images=x)).float().cpu())
+                    batch = batch.with_inputs(images=batch.images.flip(-1))
+                out.append(encoder.features(batch).float().cpu())
     finally:
         model.to(home)
     return torch.cat(out) if out else torch.empty(0, int(encoder.num_features))
@@ -291,12 +294,14 @@ class FeatureDataModule(pl.LightningDataModule):
 
     def features(self, split: str, view: str = "image") -> torch.Tensor:
         if (split, view) not in self._features:
-            images = self.images_dm.splits[split].images
+            arrays = self.images_dm.splits[split]
+            images = arrays.inputs
             if split not in self._data_digests:
                 self._data_digests[split] = tensor_digest(images)
             key = make_key(images=images, view=view, data_digest=self._data_digests[split], **self.key_args)
             build = lambda: extract_features(  # noqa: E731
                 self.encoder, self.images_dm.transform, images, batch_size=self.eval_batch_size, view=view, device=self.device,
+                field=arrays.field,
             )
             self._features[(split, view)] = self.cache.get_or_build(key, self.num_features, build, split=split)
         return self._features[(split, view)]

@@ -63,24 +63,15 @@ def optim_config(cfg: DictConfig) -> OptimConfig:
 
 
 def make_backbone(cfg: DictConfig, weights: str) -> Backbone:
-    m = cfg.model
-    return build_backbone(
-        str(m.get("backbone", "timm")),
-        name=str(m.name),
-        weights=weights,
-        image_size=cfg.data.get("image_size"),
-        crop_pct=cfg.data.get("crop_pct"),
-        drop_path_rate=float(m.get("drop_path_rate") or 0.0),
-        channels_last=bool(m.get("channels_last", True)),
-    )
+    return build_backbone(str(cfg.model.get("backbone", "timm")), model=plain(cfg.model), data=plain(cfg.data), weights=weights)
 
 
 def make_datamodule(cfg: DictConfig, backbone: Backbone) -> TransferDataModule:
     augment = AugmentConfig(**plain(cfg.data.augment)) if cfg.data.get("augment") else None
-    return datamodule_for(cfg, backbone.batch_transform(augment), backbone.storage_size)
+    return datamodule_for(cfg, backbone.batch_transform(augment), backbone.storage_size, getattr(backbone, "tokenize", None))
 
 
-def datamodule_for(cfg: DictConfig, transform, storage_size: int) -> TransferDataModule:
+def datamodule_for(cfg: DictConfig, transform, storage_size: int, tokenize=None) -> TransferDataModule:
     """The run's data with a given transform (eval.py on an exported model has no backbone to ask)."""
     d = cfg.data
     return TransferDataModule(
@@ -96,6 +87,7 @@ def datamodule_for(cfg: DictConfig, transform, storage_size: int) -> TransferDat
         eval_batch_size=int(d.get("eval_batch_size") or d.batch_size),
         num_workers=int(d.get("num_workers") or 0),
         seed=int(d.get("seed", cfg.seed)),
+        tokenize=tokenize,
     )
 
 
@@ -157,7 +149,7 @@ def _make_head(cfg: DictConfig, backbone: Backbone, num_classes: int):
 
 
 def _make_module(cfg: DictConfig, backbone: Backbone, head, strategy: Strategy, classes: list) -> TransferModule:
-    plan = FinetunePlan(strategy, backbone.block_groups(), head)
+    plan = FinetunePlan(strategy, backbone.block_groups(), head, backbone_lr_scale=float(cfg.model.get("backbone_lr_scale", 1.0)))
     plan.check_reachable(planned_epochs(cfg))
     log.info("plan %s", plan.describe())
     module = TransferModule(
@@ -237,7 +229,7 @@ def _extraction_device(cfg: DictConfig) -> torch.device:
 def make_feature_datamodule(cfg: DictConfig, run: Run) -> FeatureDataModule:
     """The frozen backbone's eval features of every split, cached under paths.cache_dir."""
     images = run.datamodule
-    if run.strategy.feature_cache and images.transform.augment.enabled:
+    if run.strategy.feature_cache and getattr(getattr(images.transform, "augment", None), "enabled", False):
         log.info(
             "strategy.feature_cache=true: train-time augmentation (data.augment) is off for this run; "
             "each split's features are computed once, with the eval preprocessing and the backbone in eval mode"

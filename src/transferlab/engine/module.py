@@ -6,7 +6,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from transferlab.data.batch import Batch
 from transferlab.errors import DivergedError
@@ -49,9 +49,13 @@ class TransferModule(pl.LightningModule):
         self.extra_checkpoint_state = extra_checkpoint_state or {}
         self.metrics = nn.ModuleDict(
             {
-                f"{stage}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
-                for stage in ("val", "test")
-                for name, k in (("acc", 1), ("acc_top5", min(5, num_classes)))
+                **{
+                    f"{stage}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
+                    for stage in ("val", "test")
+                    for name, k in (("acc", 1), ("acc_top5", min(5, num_classes)))
+                },
+                # Accuracy hides a classifier that ignores a small class; macro-F1 weighs each class alike.
+                **{f"{stage}_f1_macro": MulticlassF1Score(num_classes, average="macro") for stage in ("val", "test")},
             }
         )
         self.plan.apply(self.backbone, training=self.training)
@@ -111,7 +115,7 @@ class TransferModule(pl.LightningModule):
             logits = (logits + self(batch.with_inputs(images=batch.images.flip(-1)))) / 2
         y = batch.labels
         loss = F.cross_entropy(logits, y)
-        for name in ("acc", "acc_top5"):
+        for name in ("acc", "acc_top5", "f1_macro"):
             metric = self.metrics[f"{stage}_{name}"]
             metric.update(logits, y)
             self.log(f"{stage}/{name}", metric, on_epoch=True, prog_bar=name == "acc", batch_size=len(y))

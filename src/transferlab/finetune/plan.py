@@ -39,6 +39,9 @@ class FinetunePlan:
     strategy: Strategy
     groups: list[BlockGroup]
     head: nn.Module
+    # The backbone's lrs relative to the strategy's (model.backbone_lr_scale): pre-trained
+    # transformers fine-tune at about a hundredth of the lr a new head or a CNN takes.
+    backbone_lr_scale: float = 1.0
     unfreeze_epochs: list[int | None] = field(init=False)  # per group, None = never trains
     epoch: int = field(default=0, init=False)  # the epoch whose state apply() sets
     # Set under DDP (world size > 1) before the model is wrapped; see apply() and gated_params().
@@ -60,7 +63,7 @@ class FinetunePlan:
         return len(self.groups)
 
     def lr_scale(self, group_index: int) -> float:
-        return self.strategy.lr_scale(group_index, self.num_groups)
+        return self.strategy.lr_scale(group_index, self.num_groups) * self.backbone_lr_scale
 
     def trains(self, group_index: int, epoch: int) -> bool:
         start = self.unfreeze_epochs[group_index]

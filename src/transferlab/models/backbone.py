@@ -1,8 +1,8 @@
 """The backbone interface: what the rest of transferlab asks of a pre-trained network.
 
 One implementation per kind of network, registered by name (`model.backbone` in the config):
-`timm` (images, models/timm_backbone.py) today; a Hugging Face text encoder is a second
-implementation of the same protocol, not a fork of the code around it.
+`timm` (images, models/timm_backbone.py) and `hf` (Hugging Face text encoders,
+models/hf_backbone.py), each a module that implements the same protocol.
 """
 
 from __future__ import annotations
@@ -54,10 +54,12 @@ def register_backbone(kind: str) -> Callable:
     return add
 
 
-def build_backbone(kind: str, **options) -> Backbone:
+def build_backbone(kind: str, model: dict, data: dict, weights: str) -> Backbone:
+    """The backbone of kind `kind` from the run's `model` and `data` config (each kind reads the keys
+    it has), with weights from the source `weights` names."""
     if kind not in _BACKBONES:
         raise ConfigError(f"model.backbone={kind!r} is not a kind of backbone: use one of {', '.join(sorted(_BACKBONES))}")
-    return _BACKBONES[kind](**options)
+    return _BACKBONES[kind](model=model, data=data, weights=weights)
 
 
 @torch.no_grad()

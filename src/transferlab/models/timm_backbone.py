@@ -126,6 +126,13 @@ class TimmBackbone:
 
 
 @register_backbone("timm")
+def timm_backbone_from_config(model: dict, data: dict, weights: str) -> TimmBackbone:
+    return build_timm_backbone(
+        str(model["name"]), weights, image_size=data.get("image_size"), crop_pct=data.get("crop_pct"),
+        drop_path_rate=float(model.get("drop_path_rate") or 0.0), channels_last=bool(model.get("channels_last", True)),
+    )
+
+
 def build_timm_backbone(
     name: str,
     weights: str | None,

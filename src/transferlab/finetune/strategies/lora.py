@@ -30,6 +30,12 @@ FAMILY_TARGETS: dict[str, list[str] | str] = {
     "ConvNeXt": ["fc1", "fc2"],
     "EfficientNet": ["conv_pw", "conv_pwl"],
     "ResNet": r".*layer\d+\.\d+\.conv\d+",
+    # Hugging Face encoders: attention projections and the feed-forward layers.
+    "BertModel": ["query", "key", "value", "dense"],
+    "RobertaModel": ["query", "key", "value", "dense"],
+    "DistilBertModel": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
+    "MPNetModel": ["q", "k", "v", "o", "dense"],
+    "DebertaV2Model": ["query_proj", "key_proj", "value_proj", "dense"],
 }
 
 

