@@ -154,7 +154,9 @@ def hf_backbone_from_config(model: dict, data: dict, weights: str) -> HFTextBack
     if tokenizer.pad_token_id is None:
         raise ConfigError(f"the tokenizer of {name} has no pad token: transferlab pads batches; use an encoder with one")
     limit = int(getattr(net.config, "max_position_embeddings", 0) or 0)
-    max_length = int(data.get("max_length") or 128)
+    asked = data.get("max_length")
+    # Image data has no max_length; the run then fails on the data's kind, which is the real problem.
+    max_length = int(asked) if asked else min(128, limit or 128)
     if limit and max_length > limit:
         raise ConfigError(f"data.max_length={max_length} is above what {name} reads ({limit} positions): use data.max_length<={limit}")
     if getattr(net, "pooler", None) is not None:
