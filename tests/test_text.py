@@ -201,6 +201,28 @@ def test_every_strategy_trains_on_text(encoder, texts, tmp_path, monkeypatch, ca
 
 
 @pytest.mark.slow
+def test_a_text_run_killed_mid_epoch_resumes_exactly_and_eval_reproduces_it(encoder, texts, tmp_path, monkeypatch, capsys):
+    from test_resume import KILL, assert_same_results, metrics, runs, train
+
+    from transferlab import eval as eval_cli
+
+    base = [*TEXT_RUN, f"model.name={encoder}", f"model.weights=file:{encoder}", f"data.source_args.root={texts}",
+            "strategy=gradual", "strategy.milestones=[1,2]", "+trainer.enable_progress_bar=false"]
+    train(tmp_path, *base, "task_name=plain")
+    (plain,) = runs(tmp_path, "plain")
+    train(tmp_path, *base, *KILL, "+callbacks.kill.signal_name=SIGTERM", "task_name=t", expect=143)
+    train(tmp_path, "ckpt_path=last", "task_name=t", "trainer.accelerator=cpu", "+trainer.enable_progress_bar=false")
+    stopped, resumed = runs(tmp_path, "t")
+    assert metrics(stopped)["status"] == "interrupted" and metrics(resumed)["resumed_from"]
+    assert_same_results(metrics(resumed), metrics(plain))
+    code, _, err = run(eval_cli.main, [f"ckpt_path={metrics(plain)['best_checkpoint']}"], tmp_path / "eval", monkeypatch,
+                       capsys, "eval.py")
+    assert code == 0, err[-2000:]
+    evaluated = json.loads(next((tmp_path / "eval").rglob("eval_metrics.json")).read_text())["metrics"]
+    assert abs(evaluated["acc"] - metrics(plain)["test"]["acc"]) < 1e-3 and "f1_macro" in evaluated
+
+
+@pytest.mark.slow
 def test_image_data_with_a_text_model_is_one_line(encoder, tmp_path, monkeypatch, capsys):
     from transferlab import train as train_cli
 

@@ -58,7 +58,10 @@ class TransferModule(pl.LightningModule):
                 **{f"{stage}_f1_macro": MulticlassF1Score(num_classes, average="macro") for stage in ("val", "test")},
             }
         )
-        self.plan.apply(self.backbone, training=self.training)
+        # Train mode throughout, as a new module is: Lightning keeps each submodule's mode as it finds
+        # it, and some libraries hand out pre-trained networks in eval mode (transformers'
+        # from_pretrained), which would turn dropout off in training and differ from a resumed run.
+        self.train()
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -41,6 +41,10 @@ def export_run(ref: str, fmt: str, out: str | Path, inputs: str | None = None, l
     out = Path(out).expanduser()
     _check_out(out, overwrite)
     trained = load_trained(ref, log_dir)
+    if trained.modality != "image":
+        raise ConfigError(f"transferlab export handles image runs; this is a {trained.modality} run "
+                          f"({trained.config.model.name}), whose export (ONNX with a tokenizer, a HF folder) is not built "
+                          "yet: evaluate it with python eval.py ckpt_path=<checkpoint>")
     network = trained.network()
     samples = export_samples(trained, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)

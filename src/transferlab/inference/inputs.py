@@ -40,7 +40,8 @@ def _entry(path: Path, root: Path, label: str | None) -> InputFile:
 def collect_inputs(inputs: str | Path, modality: str = "image") -> list[InputFile]:
     path = Path(inputs).expanduser()
     if modality != "image":
-        raise DataError(f"predict.py reads {modality} inputs only through its data source, which this version does not have")
+        raise DataError(f"predict.py handles image models; this is a {modality} model, whose inputs (a table or folder of "
+                        "texts) predict.py does not read yet: evaluate it with python eval.py ckpt_path=<checkpoint>")
     if path.is_file():
         if path.suffix.lower() in TEXT_SUFFIXES:
             raise DataError(f"inputs={inputs} is a table of texts, and this run is an image model: pass an image file, "

@@ -59,12 +59,15 @@ def model_source(name: str, weights: WeightsSource) -> tuple[str, str]:
     return name, f"hub ({name})"
 
 
-def _load(name: str, source: WeightsSource):
+def _load(name: str, source: WeightsSource, files: WeightsSource):
+    """Model and tokenizer. `source` says where the tensors come from (none: random init); `files`,
+    where the config and tokenizer live: the configured model.weights, also when a checkpoint will
+    replace every tensor (eval, resume, export pass weights none)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    where, description = model_source(name, source)
+    where, description = model_source(name, files if source.kind == "none" else source)
     local = Path(where).is_dir()
     if not local and hub_offline():
         raise hub_error(name, RuntimeError("HF_HUB_OFFLINE is set"))
@@ -150,7 +153,7 @@ def hf_backbone_from_config(model: dict, data: dict, weights: str) -> HFTextBack
     pooling = str(model.get("pooling", "mean"))
     if pooling not in POOLINGS:
         raise ConfigError(f"model.pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
-    net, tokenizer, description = _load(name, WeightsSource.parse(weights))
+    net, tokenizer, description = _load(name, WeightsSource.parse(weights), WeightsSource.parse(model.get("weights") or weights))
     if tokenizer.pad_token_id is None:
         raise ConfigError(f"the tokenizer of {name} has no pad token: transferlab pads batches; use an encoder with one")
     limit = int(getattr(net.config, "max_position_embeddings", 0) or 0)
