@@ -188,6 +188,7 @@ RULES: dict[str, Rule] = {
     "optim.betas": Rule("float_list", length=2, low=0.0, high=1.0, high_open=True),
     "optim.warmup_epochs": Rule("float", low=0.0),
     "optim.min_lr_ratio": Rule("float", low=0.0, high=1.0),
+    "optim.fused": Rule("bool", nullable=True),
     "optim.label_smoothing": Rule("float", low=0.0, high=1.0, high_open=True),
     "model.head.type": Rule("str", choices=("linear", "mlp")),
     "model.head.hidden": Rule("int", low=1),

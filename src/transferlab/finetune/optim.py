@@ -26,6 +26,7 @@ class OptimConfig:
     warmup_epochs: float = 1.0
     schedule: str = "cosine"  # cosine | constant
     min_lr_ratio: float = 0.01
+    fused: bool = False  # adamw: torch's fused kernel (several times faster per step on CPU; other rounding)
 
     def clock(self, steps_per_epoch: int, total_steps: int) -> Clock:
         return Clock(steps_per_epoch, total_steps, self.warmup_epochs, self.schedule, self.min_lr_ratio)
@@ -56,7 +57,7 @@ def param_groups(plan: FinetunePlan, backbone: nn.Module, head: nn.Module, lr: f
 
 def build_optimizer(cfg: OptimConfig, groups: list[dict]) -> torch.optim.Optimizer:
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, betas=tuple(cfg.betas))
+        return torch.optim.AdamW(groups, betas=tuple(cfg.betas), **({"fused": True} if cfg.fused else {}))
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     raise ConfigError(f"optim.name={cfg.name!r} is not supported: use adamw or sgd")
