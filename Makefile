@@ -79,3 +79,9 @@ bench: install
 .PHONY: bench-export
 bench-export: install
 	$(BIN)/python scripts/bench_export.py $(ARGS)
+
+# Text (scripts/bench_text.py): the HF Trainer's textbook fine-tune vs transferlab's, and extract.
+# Writes docs/benchmarks_text.md; some minutes on 2 CPU cores.
+.PHONY: bench-text
+bench-text: install
+	$(BIN)/python scripts/bench_text.py $(ARGS)

@@ -141,6 +141,18 @@ def test_lora_trains_adapters_and_head_and_merges_to_the_same_outputs(encoder):
     torch.testing.assert_close(merged, adapted, atol=1e-5, rtol=1e-5)
 
 
+def test_fused_adamw_is_on_for_text_encoders_unless_set():
+    from omegaconf import OmegaConf
+
+    from transferlab.engine.assemble import optim_config
+
+    def fused(backbone, value):
+        return optim_config(OmegaConf.create({"model": {"backbone": backbone}, "optim": {"name": "adamw", "fused": value}})).fused
+
+    assert fused("hf", None) and not fused("timm", None)
+    assert not fused("hf", False) and fused("timm", True)
+
+
 # --- the sources ----------------------------------------------------------------------------------
 def test_text_files_carve_a_fixed_stratified_test_split(encoder, texts):
     tokenize = backbone_of(encoder).tokenize
