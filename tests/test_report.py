@@ -535,3 +535,14 @@ def test_code_commits_are_counted_and_record_paths_are_relative(tmp_path: Path) 
     assert df.loc[0, "best_checkpoint"] == os.path.relpath(sweep / "0" / "checkpoints" / "epoch_003.ckpt", out)
     assert df.loc[0, "feature_cache.dir"] == "../../.cache/features"
     assert str(tmp_path) not in (out / "results.csv").read_text() + md
+
+
+def test_text_runs_are_counted_in_texts():
+    import pandas as pd
+
+    from transferlab.report.experiments import example_noun, size_phrase
+
+    assert example_noun(pd.DataFrame({"modality": ["text", "text"]})) == "texts"
+    assert example_noun(pd.DataFrame({"modality": ["image", "text"]})) == "examples"
+    assert example_noun(pd.DataFrame({"x": [1]})) == "images"  # records from before the field
+    assert size_phrase("8", "texts") == "8 texts/class" and size_phrase("all", "texts") == "all training texts"

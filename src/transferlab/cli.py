@@ -12,7 +12,7 @@ from typing import Sequence
 def _report(args: argparse.Namespace) -> int:
     from transferlab.errors import TransferlabError
     from transferlab.report import write_report  # pandas and matplotlib load only when needed
-    from transferlab.report.experiments import size_phrase
+    from transferlab.report.experiments import example_noun, size_phrase
 
     missing = [d for d in args.dirs if not Path(d).is_dir()]
     if missing:
@@ -32,8 +32,10 @@ def _report(args: argparse.Namespace) -> int:
     counts = report.counts()
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     print(f"{len(report.jobs)} jobs ({summary}), {len(report.groups)} groups")
+    runs = report.runs
     for c in report.comparisons.itertuples():
-        print(f"{c.model} · {c.data} · {size_phrase(c.size)}: {c.verdict}")
+        noun = example_noun(runs[(runs["model"] == c.model) & (runs["data"] == c.data)])
+        print(f"{c.model} · {c.data} · {size_phrase(c.size, noun)}: {c.verdict}")
     for path in report.files:
         print(f"wrote {path}")
     return 0

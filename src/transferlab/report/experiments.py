@@ -69,11 +69,17 @@ def add_size(jobs: pd.DataFrame) -> pd.DataFrame:
     return jobs
 
 
-def size_phrase(size: str) -> str:
+def size_phrase(size: str, noun: str = "images") -> str:
     """A size label in a sentence: "10 images/class", "all training images", "0.1 of train"."""
     if size.isdigit():
-        return f"{size} images/class"
-    return "all training images" if size == ALL_LABEL else size
+        return f"{size} {noun}/class"
+    return f"all training {noun}" if size == ALL_LABEL else size
+
+
+def example_noun(runs: pd.DataFrame) -> str:
+    """What the runs count per class: images, texts, or examples when they mix."""
+    kinds = set(runs["modality"].dropna()) if "modality" in runs else set()
+    return {frozenset({"text"}): "texts", frozenset({"image"}): "images"}.get(frozenset(kinds), "examples" if kinds else "images")
 
 
 def setting_columns(jobs: pd.DataFrame) -> list[str]:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from transferlab.record import COMPLETED
 from transferlab.report.columns import is_missing
-from transferlab.report.experiments import DUPLICATE, size_phrase
+from transferlab.report.experiments import DUPLICATE, example_noun, size_phrase
 from transferlab.report.stats import CONFIDENCE
 from transferlab.report.summarize import code_counts, runs_phrase
 
@@ -53,7 +53,7 @@ def _code_line(codes: Iterable[str]) -> str:
     return "Code: " + ", ".join(f"`{code}` ({runs_phrase(n)})" for code, n in counts) + "."
 
 
-def _strategy_table(g: pd.DataFrame) -> list[str]:
+def _strategy_table(g: pd.DataFrame, noun: str) -> list[str]:
     strategies = sorted(g["strategy"].unique())
     rows = []
     for size, gs in g.groupby("size", sort=False):
@@ -63,19 +63,19 @@ def _strategy_table(g: pd.DataFrame) -> list[str]:
             r = by_strategy.get(s)
             row.append("–" if r is None else _bold(f"{_pm(r.test_mean, r.test_std)} (n={r.n})", r.best))
         rows.append(row)
-    return _table(["images/class", *strategies], rows)
+    return _table([f"{noun}/class", *strategies], rows)
 
 
-def _verdicts(comparisons: pd.DataFrame) -> list[str]:
+def _verdicts(comparisons: pd.DataFrame, noun: str) -> list[str]:
     if comparisons.empty:
         return []
     lines = ["Which strategy wins:", ""]
-    lines += [f"- {size_phrase(c.size)}: {c.verdict}." for c in comparisons.itertuples()]
+    lines += [f"- {size_phrase(c.size, noun)}: {c.verdict}." for c in comparisons.itertuples()]
     return lines + [""]
 
 
-def _all_groups(groups: pd.DataFrame, unit: str) -> list[str]:
-    header = ["model", "data", "images/class", "strategy", "seeds", f"test acc{unit}", f"val acc{unit}",
+def _all_groups(groups: pd.DataFrame, unit: str, noun: str) -> list[str]:
+    header = ["model", "data", f"{noun}/class", "strategy", "seeds", f"test acc{unit}", f"val acc{unit}",
               "trainable params", "total params", "time (s)", "code"]
     rows = [
         [r.model, r.data, r.size, _bold(r.strategy, r.best), r.seeds or "–",
@@ -133,9 +133,10 @@ def render_markdown(jobs: pd.DataFrame, runs: pd.DataFrame, groups: pd.DataFrame
         for (model, data), g in groups.groupby(["model", "data"], sort=False):
             here = runs[(runs["model"] == model) & (runs["data"] == data)]
             lines += [f"### {model} on {data}", "", _code_line(here["code"]), ""]
-            lines += _strategy_table(g) + [""]
-            lines += _verdicts(comparisons[(comparisons["model"] == model) & (comparisons["data"] == data)])
-        lines += ["## All groups", ""] + _all_groups(groups, unit) + [""]
+            noun = example_noun(here)
+            lines += _strategy_table(g, noun) + [""]
+            lines += _verdicts(comparisons[(comparisons["model"] == model) & (comparisons["data"] == data)], noun)
+        lines += ["## All groups", ""] + _all_groups(groups, unit, example_noun(runs)) + [""]
     lines += _duplicates(jobs)
     lines += _failures(jobs)
     return "\n".join(lines)

@@ -11,7 +11,7 @@ from transferlab.record import COMPLETED
 from transferlab.report.columns import is_missing, numeric, text
 from transferlab.report.experiments import GROUP_KEYS
 
-RUN_COLUMNS = (*GROUP_KEYS, "size_x", "seed", "test", "val", "trainable", "total", "time", "code")
+RUN_COLUMNS = (*GROUP_KEYS, "size_x", "seed", "test", "val", "trainable", "total", "time", "code", "modality")
 
 
 def completed_runs(jobs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
@@ -31,6 +31,8 @@ def completed_runs(jobs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
         "total": numeric(done, "params.total"),
         "time": numeric(done, "time.total_s").fillna(numeric(done, "time.fit_s")),
         "code": done["code"].map(lambda c: text(c, missing="unknown")),
+        # image | text, for the report's wording; records before it existed are images.
+        "modality": done["modality"].map(lambda m: text(m, missing="image")) if "modality" in done else "image",
     }, index=done.index, columns=list(RUN_COLUMNS))
     return runs.reset_index(drop=True), scale
 
