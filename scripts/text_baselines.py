@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 def bbc_splits(test_fraction: float = 0.3, split_seed: int = 0):
     """(pool texts, pool labels, test texts, test labels, classes) as data=bbc_news carves them."""
-    from transferlab.data.sources.text_files import _read_tree, bbc_news_root
+    from transferlab.data.sources.text_files import bbc_news_root, read_text_tree
     from transferlab.data.subsample import stratified_split
 
-    texts, labels, classes = _read_tree(bbc_news_root(), "latin-1", (".txt",), False, None)
+    texts, labels, classes = read_text_tree(bbc_news_root(), "latin-1", (".txt",), False, None)
     labels_t = torch.tensor(labels, dtype=torch.int64)
     rest, test_idx = stratified_split(labels_t, seed=split_seed, val_fraction=test_fraction, classes=classes)
     pick = lambda idx: ([texts[i] for i in idx.tolist()], labels_t[idx].numpy())  # noqa: E731

@@ -281,7 +281,7 @@ def test_predict_bad_input_is_one_line(trained_run, onnx_export, tmp_path, monke
         "neither model": ([f"inputs={tree}"], "pass one of ckpt_path="),
         "onnx without sidecar": ([f"model_path={lonely}", f"inputs={tree}"], "has no transferlab.json beside it"),
         "not onnx": ([f"model_path={run_dir / 'metrics.json'}", f"inputs={tree}"], "run exported ONNX files"),
-        "top_k zero": ([f"ckpt_path={run_dir}", f"inputs={tree}", "top_k=0"], "top_k=0 must be a whole number >= 1"),
+        "top_k zero": ([f"ckpt_path={run_dir}", f"inputs={tree}", "top_k=0"], "top_k=0 is outside its range: use a whole number >= 1"),
     }
     (tmp_path / "empty").mkdir()
     cases["empty folder"] = ([f"ckpt_path={run_dir}", f"inputs={tmp_path / 'empty'}"], "holds no files")

@@ -24,8 +24,6 @@ def evaluate(cfg: DictConfig) -> dict:
     if split not in ("test", "val"):
         raise ConfigError(f"split={split!r} is not a split eval.py runs: use split=test or split=val")
     if cfg.get("model_path"):
-        if cfg.get("ckpt_path"):
-            raise ConfigError("pass one of ckpt_path=<.ckpt> or model_path=<exported model.onnx>, not both")
         return _write(cfg, str(Path(cfg.model_path).resolve()), split, evaluate_exported(cfg, split))
     if not cfg.get("ckpt_path"):
         raise ConfigError("pass ckpt_path=<run dir>/checkpoints/<file>.ckpt, or model_path=<exported model.onnx>")
@@ -59,15 +57,17 @@ def _write(cfg: DictConfig, model: str, split: str, metrics: dict) -> dict:
 
 
 def evaluate_exported(cfg: DictConfig, split: str) -> dict:
-    """An exported ONNX model on its run's split, rebuilt from the config in its sidecar."""
+    """An exported ONNX model on its run's split, rebuilt from the config in its sidecar: the
+    metrics the module logs, from the same torchmetrics definitions."""
     import numpy as np
     import torch
+    from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
     from transferlab.data.transforms import BatchPreprocess
     from transferlab.engine.assemble import datamodule_for
     from transferlab.inference.models import open_model
 
-    model = open_model(None, cfg.model_path, cfg.paths.log_dir)
+    model = open_model(cfg.get("ckpt_path"), cfg.model_path, cfg.paths.log_dir)  # refuses both at once
     run_cfg = model.config
     with open_dict(run_cfg):
         run_cfg.paths = cfg.paths
@@ -79,23 +79,16 @@ def evaluate_exported(cfg: DictConfig, split: str) -> dict:
         raise ConfigError(f"{cfg.model_path} classifies {len(model.classes)} classes that are not this data's "
                           f"{len(datamodule.classes)}: evaluate it on the data it was trained on (drop data_overrides)")
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
-    from torchmetrics.functional.classification import multiclass_f1_score
-
-    correct = top5 = total = 0
-    loss = 0.0
-    k = min(5, len(model.classes))
-    predicted, truth = [], []
-    for batch in loader:
-        logits = torch.from_numpy(np.asarray(model.scorer(transform.apply(batch, train=False).images)))
-        y = batch.labels
-        correct += int((logits.argmax(1) == y).sum())
-        top5 += int((logits.topk(k, 1).indices == y[:, None]).any(1).sum())
-        loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-        total += len(y)
-        predicted.append(logits.argmax(1))
-        truth.append(y)
-    f1 = multiclass_f1_score(torch.cat(predicted), torch.cat(truth), num_classes=len(model.classes), average="macro")
-    return {"acc": correct / total, "acc_top5": top5 / total, "f1_macro": float(f1), "loss": loss / total}
+    batches = [(model.scorer(transform.apply(b, train=False).images), b.labels) for b in loader]
+    logits = torch.from_numpy(np.concatenate([np.asarray(z) for z, _ in batches]))
+    y = torch.cat([labels for _, labels in batches])
+    k = len(model.classes)
+    return {
+        "acc": float(multiclass_accuracy(logits, y, num_classes=k, average="micro")),
+        "acc_top5": float(multiclass_accuracy(logits, y, num_classes=k, top_k=min(5, k), average="micro")),
+        "f1_macro": float(multiclass_f1_score(logits, y, num_classes=k, average="macro")),
+        "loss": float(torch.nn.functional.cross_entropy(logits, y)),
+    }
 
 
 register_resolvers()

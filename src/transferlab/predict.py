@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 from transferlab import CONFIG_DIR
 from transferlab.data.decode import PIL_PIXEL_LIMIT
 from transferlab.engine.policy import run_guarded
-from transferlab.errors import ConfigError, cli
+from transferlab.config.checks import Rule
+from transferlab.errors import cli
 from transferlab.inference.inputs import collect_inputs
 from transferlab.inference.models import open_model
 from transferlab.inference.scoring import predict_files
@@ -30,10 +31,13 @@ def _pixel_limit(cfg: DictConfig, run_config: DictConfig) -> int | None:
     return int(stored["max_image_pixels"]) if stored.get("max_image_pixels") else PIL_PIXEL_LIMIT
 
 
+# predict.py's own keys, checked by the rules train.py's are (config/checks.py).
+RULES = {"top_k": Rule("int", low=1), "batch_size": Rule("int", low=1), "max_image_pixels": Rule("int", low=1, nullable=True)}
+
+
 def predict(cfg: DictConfig) -> dict:
-    for key in ("top_k", "batch_size"):
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
-            raise ConfigError(f"{key}={cfg[key]!r} must be a whole number >= 1")
+    for key, rule in RULES.items():
+        rule.check(key, cfg.get(key))
     model = open_model(cfg.get("ckpt_path"), cfg.get("model_path"), cfg.paths.log_dir)
     files = collect_inputs(cfg.inputs, model.modality)
     log.info("predicting %d inputs with %s", len(files), model.description)

@@ -52,11 +52,12 @@ def job_identity(overrides: list[str]) -> tuple[str, ...]:
     return tuple(sorted(o for o in overrides if _identity(o)))
 
 
-def _runs_of_task(log_dir: Path, task_name: str) -> list[Path]:
-    """Run and sweep-job directories of a task, newest first (names start with their time)."""
-    root = log_dir / task_name
-    dirs = [p for p in root.glob("runs/*") if p.is_dir()]
-    dirs += [p for p in root.glob("multiruns/*/*") if p.is_dir() and not p.name.startswith(".")]
+def run_dirs(log_dir: Path, task_name: str | None = None) -> list[Path]:
+    """Run and sweep-job directories of a task (of every task when None), newest first (names start
+    with their time)."""
+    roots = [log_dir / task_name] if task_name is not None else sorted(p for p in log_dir.glob("*") if p.is_dir())
+    dirs = [p for root in roots for p in root.glob("runs/*") if p.is_dir()]
+    dirs += [p for root in roots for p in root.glob("multiruns/*/*") if p.is_dir() and not p.name.startswith(".")]
     return sorted(dirs, key=lambda p: (p.parent.name if p.parent.parent.name == "multiruns" else p.name, p.name), reverse=True)
 
 
@@ -80,7 +81,7 @@ def checkpoint_in(path: str | Path) -> tuple[Path, Path | None]:
 def latest_checkpoint(cfg: DictConfig) -> tuple[Path, Path]:
     """ckpt_path=last: the newest run of this task that left a last.ckpt."""
     here = Path(cfg.paths.output_dir).resolve()
-    for run_dir in _runs_of_task(Path(cfg.paths.log_dir), str(cfg.task_name)):
+    for run_dir in run_dirs(Path(cfg.paths.log_dir), str(cfg.task_name)):
         if run_dir.resolve() != here and (run_dir / LAST).is_file():
             return run_dir / LAST, run_dir
     raise CheckpointError(
@@ -93,7 +94,7 @@ def find_previous_job(cfg: DictConfig, overrides: list[str]) -> ResumePoint:
     """auto_resume: the newest earlier job of this task with the same overrides that got somewhere."""
     me = job_identity(overrides)
     here = Path(cfg.paths.output_dir).resolve()
-    for run_dir in _runs_of_task(Path(cfg.paths.log_dir), str(cfg.task_name)):
+    for run_dir in run_dirs(Path(cfg.paths.log_dir), str(cfg.task_name)):
         if run_dir.resolve() == here:
             continue
         theirs = read_overrides(run_dir)

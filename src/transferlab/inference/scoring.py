@@ -124,9 +124,10 @@ def predict_files(
     bar = _progress(len(readable), progress)
     for start in range(0, len(readable), batch_size):
         chunk = readable[start : start + batch_size]
-        decoded = decode_files([files[i].path for i in chunk], storage_size, max_pixels)
+        row_of = {files[i].path: i for i in chunk}
+        decoded = decode_files(list(row_of), storage_size, max_pixels)
         for path, why in decoded.unreadable + decoded.too_large:
-            errors[chunk[[files[i].path for i in chunk].index(path)]] = f"cannot read image: {why}"
+            errors[row_of[path]] = f"cannot read image: {why}"
         ok = [j for j in range(len(chunk)) if decoded.ok[j]]
         if ok:
             images = transform(torch.from_numpy(decoded.images[ok]))

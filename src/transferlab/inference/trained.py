@@ -18,7 +18,7 @@ from torch import nn
 
 from transferlab.engine.assemble import make_model
 from transferlab.engine.module import TransferModule
-from transferlab.engine.resume import LAST
+from transferlab.engine.resume import LAST, checkpoint_in, run_dirs
 from transferlab.errors import CheckpointError, TransferlabError
 from transferlab.models.checkpoint import check_fits, read_checkpoint
 from transferlab.record import RunRecord, read_record
@@ -28,20 +28,17 @@ log = logging.getLogger(__name__)
 
 def resolve_checkpoint(ref: str | Path, log_dir: str | Path = "logs") -> tuple[Path, Path | None]:
     """(checkpoint, run dir). A run dir gives the checkpoint its run tested (metrics.json's
-    best_checkpoint), else its last.ckpt; `last` is the newest run under log_dir that has either."""
+    best_checkpoint), else its last.ckpt; `last` is the newest run under log_dir, of any task, that
+    left a last.ckpt."""
     if str(ref) == "last":
-        runs = sorted((p.parent.parent for p in Path(log_dir).glob(f"*/runs/*/{LAST}")), key=lambda p: p.name, reverse=True)
-        runs += sorted((p.parent.parent for p in Path(log_dir).glob(f"*/multiruns/*/*/{LAST}")),
-                       key=lambda p: (p.parent.name, p.name), reverse=True)
-        if not runs:
+        newest = next((d for d in run_dirs(Path(log_dir)) if (d / LAST).is_file()), None)
+        if newest is None:
             raise CheckpointError(f"ckpt_path=last: no run under {log_dir} has a {LAST}: pass ckpt_path=<run dir or .ckpt file>")
-        return _in_run_dir(runs[0]), runs[0]
+        return _in_run_dir(newest), newest
     path = Path(ref).expanduser()
     if path.is_dir():
         return _in_run_dir(path), path
-    if not path.is_file():
-        raise CheckpointError(f"ckpt_path={ref}: no such checkpoint or run directory: pass a .ckpt file, a run directory or `last`")
-    return path, (path.parent.parent if path.parent.name == "checkpoints" else None)
+    return checkpoint_in(path)
 
 
 def _in_run_dir(run_dir: Path) -> Path:

@@ -27,8 +27,15 @@ def _visible_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
-def _read_tree(folder: Path, encoding: str, suffixes: tuple[str, ...], strict: bool, classes: list[str] | None):
-    """(texts, class index per text, class names) of one ``<class>/<file>`` folder."""
+def _text_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
+
+
+def read_text_tree(folder: Path, encoding: str, suffixes: tuple[str, ...], strict: bool, classes: list[str] | None):
+    """(texts, class index per text, class names) of one ``<class>/<file>`` folder; with `classes`,
+    in that order (a test folder read against the training folder's classes)."""
     class_dirs = _visible_dirs(folder)
     names = [d.name for d in class_dirs]
     if classes is not None:
@@ -39,8 +46,7 @@ def _read_tree(folder: Path, encoding: str, suffixes: tuple[str, ...], strict: b
         names = classes
     texts, labels, empty = [], [], []
     for index, name in enumerate(names):
-        for path in sorted(p for p in (folder / name).rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-                           and not p.name.startswith(".")) if (folder / name).is_dir() else []:
+        for path in _text_files(folder / name, suffixes):
             try:
                 text = path.read_text(encoding=encoding)
             except UnicodeDecodeError as e:
@@ -76,18 +82,18 @@ def load_text_tree(
     top = [d.name for d in _visible_dirs(root)]
     has_splits = "train" in top and set(top) <= set(_SPLITS)
     train_dir = root / "train" if has_splits else root
-    texts, labels, classes = _read_tree(train_dir, encoding, suffixes, strict, None)
+    texts, labels, classes = read_text_tree(train_dir, encoding, suffixes, strict, None)
     if len(classes) < 2:
         raise DataError(f"{ROOT_KEY} '{train_dir}' has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}) and a "
                         "classifier needs at least 2: put texts in <root>/<class>/<file>.txt")
-    counts = {c: labels.count(i) for i, c in enumerate(classes)}
-    empty = [c for c, n in counts.items() if n == 0]
+    present = set(labels)
+    empty = [c for i, c in enumerate(classes) if i not in present]
     if empty:
         raise DataError(f"class folder(s) {', '.join(empty)} in '{train_dir}' hold no {'/'.join(suffixes)} texts: add texts or "
                         "remove the folders (data.source_args.suffixes sets which files are texts)")
     pool = token_arrays(texts, labels, classes, context.tokenize, source)
     if has_splits and (root / "test").is_dir():
-        t_texts, t_labels, _ = _read_tree(root / "test", encoding, suffixes, strict, classes)
+        t_texts, t_labels, _ = read_text_tree(root / "test", encoding, suffixes, strict, classes)
         test = token_arrays(t_texts, t_labels, classes, context.tokenize, source)
     else:
         if not 0 < test_fraction < 1:
