@@ -53,6 +53,8 @@ class TokenArrays:
     labels: torch.Tensor  # int64 [N]
     classes: list[str] = field(default_factory=list)
     pad_id: int = 0
+    # The strings the ids came from, kept for what reads words rather than ids (strategy=tfidf_lr).
+    texts: list[str] | None = None
     field: ClassVar[str] = "input_ids"
 
     def __post_init__(self) -> None:
@@ -60,6 +62,8 @@ class TokenArrays:
             raise ValueError(f"input_ids must be int64 [N, T], got {self.input_ids.dtype} {tuple(self.input_ids.shape)}")
         if self.labels.dtype != torch.int64 or self.labels.ndim != 1 or len(self.labels) != len(self.input_ids):
             raise ValueError(f"labels must be int64 [N] with N = {len(self.input_ids)}, got {tuple(self.labels.shape)}")
+        if self.texts is not None and len(self.texts) != len(self.labels):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -70,7 +74,8 @@ class TokenArrays:
 
     def subset(self, idx: torch.Tensor) -> "TokenArrays":
         idx = torch.as_tensor(idx, dtype=torch.long)
-        return TokenArrays(self.input_ids[idx].contiguous(), self.labels[idx], list(self.classes), self.pad_id)
+        texts = None if self.texts is None else [self.texts[i] for i in idx.tolist()]
+        return TokenArrays(self.input_ids[idx].contiguous(), self.labels[idx], list(self.classes), self.pad_id, texts)
 
 
 @dataclass

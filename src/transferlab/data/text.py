@@ -34,7 +34,7 @@ def token_arrays(texts: list[str], labels: list[int], classes: list[str], tokeni
         raise DataError(f"data.source={source} holds texts, and this model is an image backbone: use a text model "
                         "(model=minilm, or model=hf model.name=<HF id or folder>)")
     tokens = tokenize(texts)
-    return TokenArrays(tokens.input_ids, torch.tensor(labels, dtype=torch.int64), list(classes), tokens.pad_id)
+    return TokenArrays(tokens.input_ids, torch.tensor(labels, dtype=torch.int64), list(classes), tokens.pad_id, list(texts))
 
 
 class DynamicPadding(nn.Module):
