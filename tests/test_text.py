@@ -191,7 +191,8 @@ def test_text_sources_name_bad_input(encoder, tmp_path, caplog):
 TEXT_RUN = ["model=hf", "data=text_files", "data.max_length=32", "trainer.max_epochs=6", "trainer.accelerator=cpu", "data.batch_size=8",
             "strategy.lr=5e-2", "data.val_fraction=0.2"]
 FITTED = {"gradual": ["strategy.milestones=[1,2,3]"], "two_phase": ["strategy.head_epochs=3"]}
-STRATEGIES = ["scratch", "extract", "partial", "full", "gradual", "lp_ft", "two_phase", "fine_tune", "l2_sp", "lora", "bitfit"]
+STRATEGIES = ["scratch", "extract", "partial", "full", "gradual", "lp_ft", "two_phase", "fine_tune", "l2_sp", "lora", "bitfit",
+              "setfit", "tfidf_lr"]
 
 
 @pytest.mark.slow
@@ -208,6 +209,9 @@ def test_every_strategy_trains_on_text(encoder, texts, tmp_path, monkeypatch, ca
     assert m["config"]["modality"] == "text" and "f1_macro" in m["test"]
     assert m["trained"]["untrained"] == []
     assert "training texts" in out
+    if strategy == "tfidf_lr":  # no network: the fitted vectorizer and regression are the checkpoint
+        assert m["params"]["total"] == m["params"]["trainable"] < 10_000 and m["config"]["weights"] == "none"
+        assert m["probe"]["C"] in (1.0, 10.0, 100.0, 1000.0) and m["best_checkpoint"].endswith("tfidf_lr.pkl")
     if strategy != "scratch":  # pre-trained or not, mean-pooled word embeddings separate the topics
         assert m["test"]["acc"] > 0.5, m["test"]
 

@@ -119,8 +119,11 @@ def make_run(cfg: DictConfig, weights: str | None = None, init: bool = True) -> 
         init_ckpt = read_init_checkpoint(init_path, str(cfg.model.name))  # before any data loads
         weights = "none"  # the checkpoint's tensors replace whatever model.weights would load
     if weights is None:
-        weights = str(cfg.model.weights) if strategy.config.pretrained else "none"
+        # A classical baseline uses the model only for its input format (tokenizer, storage size).
+        weights = str(cfg.model.weights) if strategy.config.pretrained and strategy.trains_network else "none"
     backbone = make_backbone(cfg, weights)
+    if not strategy.trains_network:
+        strategy.check_modality(backbone.modality)
     if init_ckpt is not None:
         init_backbone_from(backbone.model, init_ckpt, init_path, model_name=str(cfg.model.name))
     strategy.prepare(backbone)

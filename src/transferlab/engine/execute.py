@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from omegaconf import DictConfig
 
 from transferlab.data.feature_cache import FeatureDataModule
+from transferlab.finetune import classical
 from transferlab.engine.assemble import Run, finetune_callback, make_feature_datamodule, make_trainer, planned_epochs
 from transferlab.utils.run_stats import RunStats
 
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 
 # The first phase's summary rides in checkpoints, so a run resumed after it reports it too.
 FIRST_PHASE_KEY = "first_phase"
+LAST_PHASE_KEY = "last_phase"
 
 
 @dataclass
@@ -32,6 +35,8 @@ class Outcome:
     test_s: float = 0.0
     features: FeatureDataModule | None = None
     first_phase: dict | None = None
+    last_phase: dict | None = None
+    params_total: int | None = None  # when not the module's (a classical baseline fits no network)
     trained: dict = field(default_factory=dict)
     max_trainable_params: int = 0
     global_zero: bool = True  # this process writes the record (under DDP the job's process does)
@@ -58,6 +63,8 @@ def _trained(run: Run, trainer: pl.Trainer, cfg: DictConfig, fitted: bool, first
 
 def fit_and_test(cfg: DictConfig, run: Run, resume_from: Path | None = None) -> Outcome:
     strategy, module = run.strategy, run.module
+    if not strategy.trains_network:
+        return fit_classical(cfg, run)
     features = make_feature_datamodule(cfg, run) if strategy.feature_cache or strategy.has_first_phase else None
     stats = RunStats()
     trainer = make_trainer(cfg, [stats])
@@ -69,6 +76,7 @@ def fit_and_test(cfg: DictConfig, run: Run, resume_from: Path | None = None) -> 
         module.extra_checkpoint_state[FIRST_PHASE_KEY] = first_phase
 
     loop_data = features if strategy.feature_cache else run.datamodule
+    last_phase = None
     if strategy.fits:
         trainer.fit(module, datamodule=loop_data, ckpt_path=str(resume_from) if resume_from is not None else None)
         val = _metrics(trainer.callback_metrics, "val")
@@ -76,6 +84,9 @@ def fit_and_test(cfg: DictConfig, run: Run, resume_from: Path | None = None) -> 
         best = checkpoint.best_model_path if checkpoint is not None else ""
         if checkpoint is not None and checkpoint.best_model_score is not None:
             val["acc"] = float(checkpoint.best_model_score)  # the epoch whose weights are tested
+        if strategy.has_last_phase:
+            features, best, val, last_phase = _last_phase(cfg, run, trainer, best)
+            loop_data = features
     else:
         # The first phase was the whole training: its checkpoint is the one tested.
         results = trainer.validate(module, datamodule=loop_data, verbose=False)
@@ -85,6 +96,8 @@ def fit_and_test(cfg: DictConfig, run: Run, resume_from: Path | None = None) -> 
         stats.fit_s = (first_phase or {}).get("fit_s", 0.0)
     # Read before testing: test's ckpt_path restores the callbacks' state of the best epoch.
     trained, max_trainable = _trained(run, trainer, cfg, strategy.fits, first_phase)
+    if last_phase is not None:
+        trained["last_phase"] = last_phase.get("solver", "last phase")
 
     test, test_s = {}, 0.0
     if cfg.get("test", True):
@@ -94,5 +107,43 @@ def fit_and_test(cfg: DictConfig, run: Run, resume_from: Path | None = None) -> 
         test = _metrics(results[0] if results else {}, "test")
     return Outcome(
         val=val, test=test, best_checkpoint=best or None, stats=stats, test_s=test_s, features=features,
-        first_phase=first_phase, trained=trained, max_trainable_params=max_trainable, global_zero=trainer.is_global_zero,
+        first_phase=first_phase, last_phase=last_phase, trained=trained, max_trainable_params=max_trainable,
+        global_zero=trainer.is_global_zero,
     )
+
+
+def _last_phase(cfg: DictConfig, run: Run, trainer: pl.Trainer, best: str) -> tuple[FeatureDataModule, str, dict, dict]:
+    """The strategy's phase after the loop, on the best epoch's backbone: its features (keyed by
+    the tuned weights' digest, so never a stale cache entry), the refitted head saved as the
+    checkpoint to test, and validation of that head."""
+    if best:
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        run.module.load_state_dict(state)
+    features = make_feature_datamodule(cfg, run)
+    result = run.strategy.last_phase(run.module.head, features)
+    summary = result.summary() if hasattr(result, "summary") else (result or {})
+    run.module.extra_checkpoint_state[LAST_PHASE_KEY] = summary
+    path = str(Path(cfg.paths.output_dir) / "checkpoints" / "refit.ckpt")
+    trainer.save_checkpoint(path)
+    results = trainer.validate(run.module, datamodule=features, verbose=False)
+    return features, path, _metrics(results[0] if results else {}, "val"), summary
+
+
+def fit_classical(cfg: DictConfig, run: Run) -> Outcome:
+    """A baseline with no network: fitted on the training subset, scored on val and test, pickled."""
+    dm = run.datamodule
+    dm.setup("fit")
+    stats = RunStats()
+    t0 = time.perf_counter()
+    model = run.strategy.fit_classical(dm.splits["train"], dm.splits["val"], dm.num_classes)
+    stats.fit_s = time.perf_counter() - t0
+    val = classical.scores(model, dm.splits["val"], dm.num_classes)
+    test, test_s = {}, 0.0
+    if cfg.get("test", True):
+        t0 = time.perf_counter()
+        test = classical.scores(model, dm.splits["test"], dm.num_classes)
+        test_s = time.perf_counter() - t0
+    path = classical.save_model(model, Path(cfg.paths.output_dir) / "checkpoints" / f"{run.strategy.name}.pkl")
+    trained = {"optimizer_steps": 0, "units": {}, "untrained": [], "first_phase": run.strategy.name}
+    return Outcome(val=val, test=test, best_checkpoint=path, stats=stats, test_s=test_s, first_phase=model.summary,
+                   trained=trained, max_trainable_params=model.num_parameters, params_total=model.num_parameters)

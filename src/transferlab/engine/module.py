@@ -86,16 +86,19 @@ class TransferModule(pl.LightningModule):
         return self.head(x.reshape(b * v, d)).view(b, v, -1).mean(1)
 
     def training_step(self, batch: Batch, batch_idx):
-        logits = self(batch)
+        features = batch.features if batch.features is not None else self.encoder.features(batch)
+        head_input = features.detach() if self.strategy.head_on_detached_features else features
+        logits = self._head_on_features(head_input)
         y = batch.labels
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         if not torch.isfinite(loss):
             raise DivergedError(self._divergence(loss.item(), batch.inputs))
         acc = (logits.argmax(-1) == y).float().mean()
         self.log_dict({"train/loss": loss, "train/acc": acc}, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
-        extra = self.strategy.extra_loss(self)
-        if extra is not None:
-            self.log("train/extra_loss", extra, on_step=True, on_epoch=True, batch_size=len(y))
+        for name, extra in (("feature_loss", self.strategy.feature_loss(features, y)), ("extra_loss", self.strategy.extra_loss(self))):
+            if extra is None:
+                continue
+            self.log(f"train/{name}", extra, on_step=True, on_epoch=True, batch_size=len(y))
             loss = loss + extra
             if not torch.isfinite(loss):
                 raise DivergedError(self._divergence(loss.item(), batch.inputs))

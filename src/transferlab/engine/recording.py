@@ -46,7 +46,7 @@ def run_config(cfg: DictConfig, choices: dict, run: Run | None = None) -> RunCon
         model=choices.get("model", _get(model, "name")),
         model_name=_get(model, "name"),
         modality=run.backbone.modality if run is not None else None,
-        weights=_get(model, "weights") if pretrained is not False else "none",
+        weights=_get(model, "weights") if pretrained is not False and (strategy is None or strategy.trains_network) else "none",
         strategy=_get(strategy_cfg, "name"),
         variant=strategy.variant if strategy is not None else None,
         data=choices.get("data", _get(data, "source")),
@@ -90,7 +90,8 @@ def completed_record(cfg: DictConfig, run: Run, outcome: Outcome, *, choices: di
         error=error,
         test=outcome.test,
         val=outcome.val,
-        params=Params(total=count_params(run.module), trainable=outcome.max_trainable_params),
+        params=Params(total=outcome.params_total if outcome.params_total is not None else count_params(run.module),
+                      trainable=outcome.max_trainable_params),
         time=Timing(
             fit_s=round(stats.fit_s, 2),
             test_s=round(outcome.test_s, 2),
@@ -105,7 +106,7 @@ def completed_record(cfg: DictConfig, run: Run, outcome: Outcome, *, choices: di
         run_dir=str(Path(cfg.paths.output_dir).resolve()),
         overrides=overrides,
         resumed_from=str(resumed_from) if resumed_from is not None else None,
-        probe=outcome.first_phase,
+        probe=outcome.first_phase or outcome.last_phase,
         provenance=provenance(CONFIG_DIR.parent),
     )
     if outcome.features is not None:
@@ -118,7 +119,7 @@ def completed_record(cfg: DictConfig, run: Run, outcome: Outcome, *, choices: di
             # Test accuracy comes from cached test features through the head when the loop ran on
             # them; eval.py runs the same checkpoint through the backbone on the test images and
             # agrees (tests/test_feature_cache.py).
-            "test_on": "cached_features" if run.strategy.feature_cache else "images",
+            "test_on": "cached_features" if run.strategy.feature_cache or run.strategy.has_last_phase else "images",
         }
     return record
 

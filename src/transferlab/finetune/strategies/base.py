@@ -9,7 +9,13 @@ into the run at four more places, each optional with a default that does nothing
   the task loss (L2-SP's pull towards the pre-trained weights: l2_sp.py);
 - `first_phase(head, features)`: fit something before the training loop (an L-BFGS probe on
   cached features that initialises the head: lp_ft.py, extract.py);
+- `feature_loss(features, labels)` with `head_on_detached_features`, and `last_phase(head,
+  features)`: a loss on the backbone's features instead of the head's gradient, and a head refitted
+  on the tuned backbone's features after the loop (setfit.py);
 - `feature_cache` / `fits`: whether the loop runs on cached features, and whether it runs at all.
+
+`ClassicalStrategy` is the other kind: a baseline with no network (tfidf_lr, pixel_lr) that fits a
+model on the run's splits for the engine to score.
 
 Adding a strategy is a module in this package plus configs/strategy/<name>.yaml: the registry
 finds the module, and the YAML's keys are the fields of its config dataclass (tests check that
@@ -74,6 +80,8 @@ class Strategy:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = StrategyConfig
+    # False: a classical baseline (ClassicalStrategy below) that fits no network at all.
+    trains_network: ClassVar[bool] = True
     # Whether the strategy means to train backbone parameters (extract does not): a run that would
     # train none of them (unfreeze_top=0, milestones past the last epoch) is refused, not recorded
     # as this strategy.
@@ -158,12 +166,30 @@ class Strategy:
         """A term added to the task loss at each training step."""
         return None
 
+    def feature_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """A term on the backbone's pooled features of a training batch, added to the task loss."""
+        return None
+
+    @property
+    def head_on_detached_features(self) -> bool:
+        """Whether the head's loss stops at the features, so only `feature_loss` trains the backbone."""
+        return False
+
     @property
     def has_first_phase(self) -> bool:
         return False
 
     def first_phase(self, head: nn.Module, features) -> Any:
         """Runs before the loop on cached eval features (a FeatureDataModule); returns its summary (or None)."""
+        return None
+
+    @property
+    def has_last_phase(self) -> bool:
+        return False
+
+    def last_phase(self, head: nn.Module, features) -> Any:
+        """Runs after the loop on eval features of the tuned backbone (its best checkpoint); returns
+        its summary. The head it leaves is the one tested."""
         return None
 
     @property
@@ -184,6 +210,31 @@ class Strategy:
 
     def knobs(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self.config).items() if k != "name"}
+
+
+class ClassicalStrategy(Strategy):
+    """A baseline fitted without a network (finetune/classical.py): no loop, no backbone training;
+    `fit_classical` returns a model the engine scores on val and test."""
+
+    trains_backbone = False
+    trains_network: ClassVar[bool] = False
+    modality: ClassVar[str] = ""  # the inputs it reads: image | text
+
+    def unfreeze_epochs(self, num_groups: int) -> list[int | None]:
+        return [None] * num_groups
+
+    @property
+    def fits(self) -> bool:
+        return False
+
+    def check_modality(self, modality: str) -> None:
+        if modality != self.modality:
+            other = "tfidf_lr" if modality == "text" else "pixel_lr"
+            raise ConfigError(f"strategy={self.name} reads {self.modality}s, and this run's model takes {modality}s: "
+                              f"use strategy={other}, or a {self.modality} model and data")
+
+    def fit_classical(self, train, val, num_classes: int):
+        raise NotImplementedError
 
 
 STRATEGIES: dict[str, type[Strategy]] = {}
