@@ -77,9 +77,11 @@ class TransferDataModule(pl.LightningDataModule):
         if self.tokenize is not None and pool.field != "input_ids":
             raise DataError(f"data.source={self.source} holds images, and this model is a text encoder: use an image "
                             "model (model=efficientnet_lite0, or model=timm model.name=<timm name>)")
+        unit = "images" if pool.field == "images" else "texts"
         if splits.val is not None and self.val_per_class is None and self.val_fraction is None:
             train_idx, _ = stratified_split(
                 pool.labels, seed=self.seed, samples_per_class=self.samples_per_class, train_fraction=self.train_fraction, classes=pool.classes,
+                unit=unit,
             )
             val = splits.val
         else:
@@ -91,6 +93,7 @@ class TransferDataModule(pl.LightningDataModule):
                 samples_per_class=self.samples_per_class,
                 train_fraction=self.train_fraction,
                 classes=pool.classes,
+                unit=unit,
             )
             val = pool.subset(val_idx)
         self.splits = {"train": pool.subset(train_idx), "val": val, "test": splits.test}
@@ -101,12 +104,12 @@ class TransferDataModule(pl.LightningDataModule):
         if len(self.classes) < 2:
             raise DataError(
                 f"data.source={self.source} has {len(self.classes)} class ({', '.join(self.classes) or 'none'}): "
-                "a classifier needs at least 2 classes; add images of another class"
+                f"a classifier needs at least 2 classes; add {unit} of another class"
             )
         log.info(
             "data %s: train %d, val %d, test %d %s, %d classes, stored %s",
             self.source, len(self.splits["train"]), len(self.splits["val"]), len(self.splits["test"]),
-            "images" if pool.field == "images" else "texts", self.num_classes, tuple(pool.inputs.shape[1:]),
+            unit, self.num_classes, tuple(pool.inputs.shape[1:]),
         )
 
     @property

@@ -39,12 +39,14 @@ def stratified_split(
     samples_per_class: int | None = None,
     train_fraction: float | None = None,
     classes: list[str] | None = None,
+    unit: str = "images",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (train_idx, val_idx) into ``labels``, each sorted, int64 and disjoint.
 
     Per class, validation takes ``val_per_class`` (or ``val_fraction`` of the class) and training
     the next ``samples_per_class`` (or ``train_fraction`` of what validation left); unset means no
-    validation and all the rest for training respectively. ``classes``: names for error messages.
+    validation and all the rest for training respectively. ``classes`` and ``unit`` (what one example
+    is: images, texts): words for error messages.
     """
     if val_per_class is not None and val_fraction is not None:
         raise DataError(
@@ -85,14 +87,14 @@ def stratified_split(
             v = 0
         if v > count:
             raise DataError(
-                f"{name} has {count} images, fewer than data.val_per_class={val_per_class}: lower data.val_per_class or use data.val_fraction"
+                f"{name} has {count} {unit}, fewer than data.val_per_class={val_per_class}: lower data.val_per_class or use data.val_fraction"
             )
         left = count - v
         if samples_per_class is not None:
             t = int(samples_per_class)
             if t > left:
                 raise DataError(
-                    f"{name} has {left} images left after validation ({count} in all, {v} for val), fewer than "
+                    f"{name} has {left} {unit} left after validation ({count} in all, {v} for val), fewer than "
                     f"data.samples_per_class={samples_per_class}: lower data.samples_per_class or data.val_per_class"
                 )
         elif train_fraction is not None:

@@ -26,15 +26,24 @@ class Tokens:
     truncated: int  # texts longer than max_length, cut
 
 
-Tokenize = Callable[[list[str]], Tokens]
+# tokenize(texts), or tokenize(texts, pairs) for sentence pairs: one sequence per (text, pair).
+Tokenize = Callable[..., Tokens]
+
+# Joins a pair in TokenArrays.texts: no word characters, so word-level methods (TF-IDF) read the words
+# of both texts and no made-up word; the ids keep the pair's own structure.
+PAIR_SEPARATOR = " ||| "
 
 
-def token_arrays(texts: list[str], labels: list[int], classes: list[str], tokenize: Tokenize | None, source: str) -> TokenArrays:
+def token_arrays(texts: list[str], labels: list[int], classes: list[str], tokenize: Tokenize | None, source: str,
+                 pairs: list[str] | None = None) -> TokenArrays:
     if tokenize is None:
         raise DataError(f"data.source={source} holds texts, and this model is an image backbone: use a text model "
                         "(model=minilm, or model=hf model.name=<HF id or folder>)")
-    tokens = tokenize(texts)
-    return TokenArrays(tokens.input_ids, torch.tensor(labels, dtype=torch.int64), list(classes), tokens.pad_id, list(texts))
+    if pairs is None:
+        tokens, strings = tokenize(texts), list(texts)
+    else:
+        tokens, strings = tokenize(texts, pairs), [a + PAIR_SEPARATOR + b for a, b in zip(texts, pairs, strict=True)]
+    return TokenArrays(tokens.input_ids, torch.tensor(labels, dtype=torch.int64), list(classes), tokens.pad_id, strings)
 
 
 class DynamicPadding(nn.Module):

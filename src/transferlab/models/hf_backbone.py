@@ -137,13 +137,17 @@ class HFTextBackbone:
         return {"tokenizer": type(self.tokenizer).__name__, "name_or_path": str(self.tokenizer.name_or_path),
                 "vocab_size": int(self.tokenizer.vocab_size), "max_length": self.max_length, "pooling": self.pooling}
 
-    def tokenize(self, texts: list[str]) -> Tokens:
-        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]]
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding="max_length", return_tensors="pt")
+    def tokenize(self, texts: list[str], pairs: list[str] | None = None) -> Tokens:
+        """Ids of `texts`; with `pairs`, of each (text, pair) as one sequence with the tokenizer's own
+        separators (BERT: [CLS] text [SEP] pair [SEP]), the longer of the two cut first when too long."""
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} pair texts")
+        lengths = [len(ids) for ids in self.tokenizer(texts, pairs, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]]
+        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length, padding="max_length", return_tensors="pt")
         truncated = sum(n > self.max_length for n in lengths)
         if texts:
-            log.info("tokenized %d texts at max_length %d: %d (%.1f %%) truncated", len(texts), self.max_length, truncated,
-                     100 * truncated / len(texts))
+            log.info("tokenized %d %s at max_length %d: %d (%.1f %%) truncated", len(texts), "texts" if pairs is None else "text pairs",
+                     self.max_length, truncated, 100 * truncated / len(texts))
         return Tokens(enc["input_ids"].to(torch.int64), int(self.tokenizer.pad_token_id), truncated)
 
 

@@ -22,8 +22,9 @@ ROOT_KEY = "data.source_args.root"
 class SourceContext:
     seed: int = 0  # for sources that carve splits of their own (an image folder without test/)
     storage_size: int = 224  # the side length decoded images are stored at
-    # A text backbone's tokenizer at its max length (data/text.py); None with an image backbone.
-    tokenize: Callable[[list[str]], Any] | None = None
+    # A text backbone's tokenizer at its max length, tokenize(texts) or tokenize(texts, pairs)
+    # (data/text.py); None with an image backbone.
+    tokenize: Callable[..., Any] | None = None
 
 
 Loader = Callable[..., Splits]

@@ -4,7 +4,8 @@ One file is one example. The test split (and nothing else) is carved here when t
 test/ folder: stratified, with its own `split_seed`, so it stays fixed while the run's seed varies;
 validation and the training subset are carved later like every source's. Files are read with
 `encoding`; one that does not decode is named with the option to set, never skipped silently. Empty
-texts are skipped and counted (an error with `strict`).
+texts are skipped and counted (an error with `strict`). These rules are text_common.py's, shared
+with the table source.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from transferlab.data.arrays import Splits
 from transferlab.data.sources.registry import ROOT_KEY, SourceContext, register
-from transferlab.data.subsample import stratified_split
+from transferlab.data.sources.text_common import carve_fixed_test, check_encoding, refuse_unseen, report_empty, undecodable
 from transferlab.data.text import token_arrays
 from transferlab.errors import DataError
 
@@ -39,10 +40,7 @@ def read_text_tree(folder: Path, encoding: str, suffixes: tuple[str, ...], stric
     class_dirs = _visible_dirs(folder)
     names = [d.name for d in class_dirs]
     if classes is not None:
-        unknown = sorted(set(names) - set(classes))
-        if unknown:
-            raise DataError(f"{folder} has classes the training folder lacks ({', '.join(unknown)}): a test label never "
-                            "seen in training cannot be predicted; add them to train/ or remove them")
+        refuse_unseen(folder, names, classes, "classes the training folder lacks", "add them to train/ or remove them")
         names = classes
     texts, labels, empty = [], [], []
     for index, name in enumerate(names):
@@ -50,18 +48,13 @@ def read_text_tree(folder: Path, encoding: str, suffixes: tuple[str, ...], stric
             try:
                 text = path.read_text(encoding=encoding)
             except UnicodeDecodeError as e:
-                raise DataError(f"{path} is not valid {encoding} ({e.reason} at byte {e.start}): set "
-                                "data.source_args.encoding=<its encoding> (latin-1 reads any bytes)") from e
+                raise undecodable(path, encoding, e) from e
             if not text.strip():
                 empty.append(path)
                 continue
             texts.append(text)
             labels.append(index)
-    if empty:
-        shown = ", ".join(str(p.relative_to(folder)) for p in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
-        if strict:
-            raise DataError(f"{len(empty)} empty texts in {folder}: {shown}; remove them, or set data.source_args.strict=false to skip them")
-        log.warning("skipped %d empty texts in %s: %s", len(empty), folder, shown)
+    report_empty([str(p.relative_to(folder)) for p in empty], folder, strict)
     return texts, labels, names
 
 
@@ -78,6 +71,7 @@ def load_text_tree(
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"{ROOT_KEY} '{root}' is not a folder: pass {ROOT_KEY}=<a folder of <class>/<text file> sub-folders>")
+    check_encoding(encoding)
     suffixes = tuple(s.lower() for s in suffixes)
     top = [d.name for d in _visible_dirs(root)]
     has_splits = "train" in top and set(top) <= set(_SPLITS)
@@ -96,10 +90,7 @@ def load_text_tree(
         t_texts, t_labels, _ = read_text_tree(root / "test", encoding, suffixes, strict, classes)
         test = token_arrays(t_texts, t_labels, classes, context.tokenize, source)
     else:
-        if not 0 < test_fraction < 1:
-            raise DataError(f"data.source_args.test_fraction={test_fraction}: use a fraction in (0, 1) when the root has no test/ folder")
-        rest, test_idx = stratified_split(pool.labels, seed=int(split_seed), val_fraction=float(test_fraction), classes=classes)
-        test, pool = pool.subset(test_idx), pool.subset(rest)
+        pool, test = carve_fixed_test(pool, test_fraction, split_seed, "when the root has no test/ folder")
     log.info("texts from %s: %d classes, train pool %d, test %d", root, len(classes), len(pool), len(test))
     return Splits(train=pool, test=test)
 
