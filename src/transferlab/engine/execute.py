@@ -35,6 +35,8 @@ class Outcome:
     trained: dict = field(default_factory=dict)
     max_trainable_params: int = 0
     global_zero: bool = True  # this process writes the record (under DDP the job's process does)
+    # The test split's counts, rows the true class; recording.py writes them and their picture when set.
+    confusion: list[list[int]] | None = None
 
 
 def _metrics(results: dict, stage: str) -> dict:
@@ -95,4 +97,5 @@ def fit_and_test(cfg: DictConfig, run: Run, resume_from: Path | None = None) -> 
     return Outcome(
         val=val, test=test, best_checkpoint=best or None, stats=stats, test_s=test_s, features=features,
         first_phase=first_phase, trained=trained, max_trainable_params=max_trainable, global_zero=trainer.is_global_zero,
+        confusion=module.test_confusion,
     )
