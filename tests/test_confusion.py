@@ -74,3 +74,55 @@ def test_a_matrix_that_does_not_fit_its_classes_is_refused(tmp_path):
     with pytest.raises(ValueError, match="2 classes with 3 class names"):
         draw_confusion([[1, 0], [0, 1]], ["a", "b", "c"], "t", tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+# --- a run's matrix -----------------------------------------------------------------------------
+
+IMAGE_RUN = [
+    "model=timm", "model.name=resnet10t", "model.weights=none", "data=synthetic", "data.image_size=32",
+    "trainer.accelerator=cpu", "+trainer.enable_progress_bar=false", "data.source_args.train_per_class=8",
+    "data.source_args.test_per_class=9", "data.val_per_class=4", "data.batch_size=8", "data.eval_batch_size=16",
+    "trainer.max_epochs=1",
+]
+
+
+def _train(args, tmp_path, monkeypatch, capsys) -> tuple[dict, Path]:
+    from test_bad_input import run
+    from test_cli import metrics_of
+
+    from transferlab import train as train_cli
+
+    code, _, err = run(train_cli.main, args, tmp_path, monkeypatch, capsys)
+    assert code == 0, err[-3000:]
+    return metrics_of(tmp_path)
+
+
+def assert_matrix_is_the_test_split(m: dict, run_dir: Path, classes: list[str]) -> None:
+    confusion = m["confusion"]
+    assert confusion["split"] == "test" and confusion["classes"] == classes
+    counts = np.asarray(confusion["matrix"])
+    assert counts.shape == (len(classes), len(classes))
+    assert counts.sum() == m["data_sizes"]["test"]
+    assert abs(np.trace(counts) / counts.sum() - m["test"]["acc"]) <= 1e-6
+    assert confusion["picture"] == PICTURE_FILE
+    assert_png(run_dir / PICTURE_FILE)
+
+
+# The last eval batch is partial (36 test images in 16s), and the mirror average is what is scored.
+@pytest.mark.parametrize("hflip", [False, True], ids=["plain", "eval_hflip"])
+def test_an_image_run_records_the_test_confusion_matrix_and_draws_it(tmp_path, monkeypatch, capsys, hflip):
+    m, run_dir = _train([*IMAGE_RUN, f"data.eval_hflip={str(hflip).lower()}"], tmp_path, monkeypatch, capsys)
+    assert m["status"] == "completed" and m["data_sizes"]["test"] == 36
+    assert_matrix_is_the_test_split(m, run_dir, [f"class_{i}" for i in range(4)])
+
+
+def test_a_text_run_records_the_test_confusion_matrix_and_draws_it(tmp_path, monkeypatch, capsys):
+    from test_text import make_encoder, make_texts
+
+    encoder, texts = make_encoder(tmp_path / "enc"), make_texts(tmp_path / "texts", per_class=20)
+    args = ["model=hf", f"model.name={encoder}", f"model.weights=file:{encoder}", "data=text_files",
+            f"data.source_args.root={texts}", "data.max_length=32", "data.batch_size=8", "data.val_fraction=0.2",
+            "trainer.max_epochs=1", "trainer.accelerator=cpu", "+trainer.enable_progress_bar=false"]
+    m, run_dir = _train(args, tmp_path / "logs", monkeypatch, capsys)
+    assert m["status"] == "completed" and m["config"]["modality"] == "text"
+    assert_matrix_is_the_test_split(m, run_dir, ["topic0", "topic1", "topic2"])
