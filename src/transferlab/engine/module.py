@@ -146,6 +146,14 @@ class TransferModule(pl.LightningModule):
         self.test_confusion = self.metrics["test_confusion"].compute().cpu().tolist()
         self.metrics["test_confusion"].reset()
 
+    # Under spawned DDP ranks (utils/ddp.py) the test ran on a copy of this module: rank 0 sends the
+    # matrix back to the job's process, which writes the record.
+    def rank_zero_state(self, trainer) -> dict:
+        return {"test_confusion": self.test_confusion}
+
+    def load_rank_zero_state(self, trainer, state: dict) -> None:
+        self.test_confusion = state.get("test_confusion")
+
     def predict_step(self, batch, batch_idx):
         return self(batch).softmax(-1)
 
