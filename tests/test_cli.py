@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from transferlab.record import SCHEMA_VERSION
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "model=timm", "model.name=resnet10t", "model.weights=none", "data=synthetic",
@@ -49,7 +51,7 @@ def test_train_cli_each_strategy(tmp_path, strategy, monkeypatch, capsys):
     assert code == 0, err[-3000:]
     m, run_dir = metrics_of(tmp_path)
     assert m["status"] == "completed" and m["error"] is None
-    assert m["config"]["strategy"] == strategy and m["schema"] == 2
+    assert m["config"]["strategy"] == strategy and m["schema"] == SCHEMA_VERSION
     # Learnable synthetic data, 4 classes: chance is 0.25, even random features get well above it.
     assert m["test"]["acc"] > 0.4 and m["val"]["acc"] > 0.4, (m["test"], m["val"])
     assert m["config"]["train_size"] == m["data_sizes"]["train"] > 0

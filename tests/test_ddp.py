@@ -175,6 +175,11 @@ def test_ddp_cpu_cli_trains_tests_and_writes_metrics_once(tmp_path):
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["status"] == "completed"
     assert 0.4 <= m["test"]["acc"] <= 1.0  # 4 classes: chance is 0.25
+    # The confusion matrix is every rank's counts gathered, like the accuracy (one rank holds half).
+    counts = m["confusion"]["matrix"]
+    assert sum(map(sum, counts)) == m["data_sizes"]["test"]
+    assert abs(sum(counts[i][i] for i in range(len(counts))) / m["data_sizes"]["test"] - m["test"]["acc"]) <= 1e-6
+    assert (run_dir / "confusion_matrix.png").is_file()
     # What train() reads after fit comes back from rank 0: timings, the trainable count (head,
     # layer3, layer4), and the validation accuracy of the epoch that is tested.
     assert m["time"]["fit_s"] > 0 and m["time"]["train_images_per_s"] > 0

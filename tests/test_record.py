@@ -1,6 +1,7 @@
 """The run record: one typed, versioned schema for metrics.json, which old files still fit."""
 
 import json
+import logging
 import subprocess
 from pathlib import Path
 
@@ -88,3 +89,59 @@ def test_completed_only_for_what_the_strategy_planned_and_a_checkpoint_of_its_ow
     assert status == "failed" and "not one this run wrote" in error
     debug = OmegaConf.create({"paths": {"output_dir": str(run_dir)}, "trainer": {"fast_dev_run": True}})
     assert _status(debug, _outcome(None))[0] == "debug"
+
+
+# --- the confusion matrix (schema 3) ------------------------------------------------------------
+
+CONFUSION = {"split": "test", "classes": ["cat", "dog"], "matrix": [[3, 1], [0, 4]]}
+
+
+def test_schema_2_files_load_without_a_confusion_matrix(tmp_path):
+    schema_2 = {**SCHEMA_1, "schema": 2, "config": {**SCHEMA_1["config"], "variant": "lbfgs", "modality": "image"}}
+    schema_2.pop("a_key_from_the_future")
+    (tmp_path / "metrics.json").write_text(json.dumps(schema_2))
+    record = read_record(tmp_path)
+    assert record.schema == 2 and record.confusion is None and record.test == SCHEMA_1["test"]
+    assert "confusion" not in record.extra
+
+
+def test_the_confusion_matrix_round_trips(tmp_path):
+    record = RunRecord(confusion={**CONFUSION, "picture": "confusion_matrix.png"})
+    record.write(tmp_path / "metrics.json")
+    back = read_record(tmp_path)
+    assert SCHEMA_VERSION >= 3 and back.confusion == record.confusion and back.to_dict() == record.to_dict()
+
+
+def _record_config(tmp_path):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"paths": {"output_dir": str(tmp_path / "run")}})
+
+
+def test_the_record_names_its_picture_once_it_is_drawn(tmp_path):
+    from transferlab.engine.recording import write_record
+    from transferlab.record import RunConfig
+
+    record = RunRecord(test={"acc": 0.875, "f1_macro": 0.87}, confusion=dict(CONFUSION),
+                       config=RunConfig(model="timm", model_name="resnet10t", strategy="partial", data="synthetic"))
+    write_record(_record_config(tmp_path), record)
+    picture = tmp_path / "run" / "confusion_matrix.png"
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert read_record(tmp_path / "run").confusion == {**CONFUSION, "picture": "confusion_matrix.png"}
+
+
+def test_a_failing_draw_costs_a_warning_not_the_record(tmp_path, monkeypatch, caplog):
+    from transferlab.engine import recording
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no fonts on this machine")
+
+    monkeypatch.setattr(recording, "draw_confusion", broken)
+    record = RunRecord(test={"acc": 0.875}, confusion=dict(CONFUSION))
+    with caplog.at_level(logging.WARNING, logger="transferlab.engine.recording"):
+        recording.write_record(_record_config(tmp_path), record)
+    back = read_record(tmp_path / "run")
+    assert back is not None and back.test == {"acc": 0.875}
+    assert back.confusion == CONFUSION  # the counts are kept, and no picture is named
+    assert not (tmp_path / "run" / "confusion_matrix.png").exists()
+    assert "could not draw the confusion matrix" in caplog.text and "no fonts on this machine" in caplog.text

@@ -546,3 +546,65 @@ def test_text_runs_are_counted_in_texts():
     assert example_noun(pd.DataFrame({"modality": ["image", "text"]})) == "examples"
     assert example_noun(pd.DataFrame({"x": [1]})) == "images"  # records from before the field
     assert size_phrase("8", "texts") == "8 texts/class" and size_phrase("all", "texts") == "all training texts"
+
+
+# --- confusion matrices -------------------------------------------------------------------------
+
+
+def test_each_counted_run_links_its_confusion_picture_and_the_best_shows_per_class_recall(tmp_path: Path) -> None:
+    from transferlab.utils.confusion import draw_confusion
+
+    sweep = tmp_path / "multiruns" / "2026-01-01_10-00-00"
+    classes = ["cat", "dog", "frog"]
+    matrices = {("partial", 1): [[9, 1, 0], [2, 8, 0], [0, 0, 10]], ("partial", 2): [[10, 0, 0], [4, 6, 0], [0, 1, 9]],
+                ("extract", 1): [[5, 5, 0], [5, 5, 0], [0, 0, 10]]}
+    for num, ((strategy, seed), matrix) in enumerate(matrices.items()):
+        m = _metrics("lite0", strategy, 10, seed)
+        m["test"]["acc"] = sum(matrix[i][i] for i in range(3)) / 30
+        m["confusion"] = {"split": "test", "classes": classes, "matrix": matrix, "picture": "confusion_matrix.png"}
+        job = _job(sweep, num, [f"strategy={strategy}", f"seed={seed}"], m)
+        draw_confusion(matrix, classes, strategy, job / "confusion_matrix.png")
+    undrawn = _metrics("lite0", "full", 10, 1)
+    undrawn["confusion"] = {"split": "test", "classes": classes, "matrix": [[10, 0, 0], [0, 10, 0], [0, 0, 0]]}
+    _job(sweep, 3, ["strategy=full", "seed=1"], undrawn)  # its picture failed: counts only
+    _job(sweep, 4, ["strategy=full", "seed=2"], _metrics("lite0", "full", 10, 2))  # a record from before schema 3
+    out = tmp_path / "report"
+    assert main(["report", str(sweep), "--out", str(out)]) == 0
+
+    md = (out / "results.md").read_text()
+    section = md.split("## Confusion matrices")[1].split("## Duplicates")[0]
+    link = f"[confusion_matrix.png]({os.path.relpath(sweep / '0' / 'confusion_matrix.png', out)})"
+    assert f"| 10 | partial | 1 | 90.00 | {link} |" in section
+    assert "| 10 | extract | 1 | 66.67 | [confusion_matrix.png]" in section
+    assert "| 10 | full | 1 | " in section and "| not drawn |" in section
+    assert "| 10 | full | 2 |" not in section  # no matrix recorded
+    # partial is best (mean 86.67 % over its seeds); its recall sums both seeds' counts, lowest first.
+    assert "- 10 images/class, partial (2 runs): dog 70.0, cat 95.0, frog 95.0" in section
+    # The picture paths in the CSV are relative like the others; the matrices stay in the records.
+    df = pd.read_csv(out / "results.csv").set_index("job")
+    assert df.loc[0, "confusion_png"] == os.path.relpath(sweep / "0" / "confusion_matrix.png", out)
+    assert df["confusion_png"].isna().tolist() == [False, False, False, True, True]
+    assert "confusion" not in df.columns and "[[9, 1, 0]" not in (out / "results.csv").read_text()
+    assert str(tmp_path) not in md + (out / "results.csv").read_text()
+
+
+def test_a_report_without_confusion_matrices_has_no_such_section(sweeps: tuple[Path, Path], tmp_path: Path) -> None:
+    first, _ = sweeps
+    assert main(["report", str(first), "--out", str(tmp_path / "out")]) == 0
+    assert "Confusion" not in (tmp_path / "out" / "results.md").read_text()
+    assert "confusion_png" not in pd.read_csv(tmp_path / "out" / "results.csv").columns
+
+
+def test_per_class_recall_pools_runs_over_the_same_classes_and_names_the_weakest_of_many() -> None:
+    from transferlab.report.markdown import _recall_line, pooled_recall
+
+    a = {"classes": ["x", "y"], "matrix": [[3, 1], [0, 4]]}
+    other = {"classes": ["x", "z"], "matrix": [[9, 9], [9, 9]]}
+    broken = {"classes": ["x", "y"], "matrix": [[1, 2, 3]]}
+    assert pooled_recall([a, dict(a), other, broken]) == (["x", "y"], [0.75, 1.0], 2)
+    assert pooled_recall([broken]) is None
+    n = 30
+    many = {"classes": [f"c{i}" for i in range(n)], "matrix": (np.eye(n, dtype=int) * (np.arange(n) + 1) + 1).tolist()}
+    line = _recall_line("all training images, full", pooled_recall([many]))
+    assert line.startswith("- all training images, full (1 run): c0 ") and ", … (20 more classes, all higher)" in line
+    assert len(line.split(": ", 1)[1].split(", …")[0].split(", ")) == 10  # the ten weakest, then the rest counted

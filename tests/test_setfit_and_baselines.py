@@ -90,6 +90,9 @@ def test_pixel_lr_is_a_recorded_run_whose_pickle_scores_the_same(tmp_path, monke
     acc = float((model.log_proba(test).argmax(-1) == test.labels).float().mean())
     assert acc == pytest.approx(m["test"]["acc"], abs=1e-6) and m["test"]["acc"] > 0.4
     assert "pixel_lr" in out and "test accuracy" in out
+    matrix = torch.tensor(m["confusion"]["matrix"])
+    assert int(matrix.sum()) == len(test) and float(matrix.trace() / matrix.sum()) == pytest.approx(m["test"]["acc"], abs=1e-6)
+    assert (run_dir / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_baseline_for_the_other_modality_is_one_line(tmp_path, monkeypatch, capsys):

@@ -1,9 +1,9 @@
 """The run record: `metrics.json`, written by train.py and read by resume, the report, the Optuna
 callback and export, all through this one schema.
 
-Schema 1 is the untyped dict of transferlab 0.1 (no "schema" key); it reads as schema 2 with the
-fields it lacks left empty. Keys this version does not know are kept in `extra`, so a newer file
-read and written again loses nothing.
+Schema 1 is the untyped dict of transferlab 0.1 (no "schema" key); schema 2 added no confusion
+matrix. Both read as schema 3 with the fields they lack left empty. Keys this version does not know
+are kept in `extra`, so a newer file read and written again loses nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from transferlab.utils.io import atomic_write_json
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 METRICS_FILE = "metrics.json"
 
 COMPLETED, FAILED, INTERRUPTED = "completed", "failed", "interrupted"
@@ -106,6 +106,9 @@ class RunRecord:
     reused_from: str | None = None  # auto_resume: the earlier job whose finished results these are
     feature_cache: dict | None = None
     probe: dict | None = None  # the L-BFGS probe's penalty grid and choice
+    # The test split's confusion matrix: {"split", "classes", "matrix" (counts, rows the true class),
+    # "picture" (its PNG's file name in the run dir, absent when drawing failed)}. None before schema 3.
+    confusion: dict | None = None
     provenance: dict = field(default_factory=dict)  # code commit, library versions, machine
     schema: int = SCHEMA_VERSION
     extra: dict = field(default_factory=dict)

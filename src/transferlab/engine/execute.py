@@ -40,6 +40,8 @@ class Outcome:
     trained: dict = field(default_factory=dict)
     max_trainable_params: int = 0
     global_zero: bool = True  # this process writes the record (under DDP the job's process does)
+    # The test split's counts, rows the true class; recording.py writes them and their picture when set.
+    confusion: list[list[int]] | None = None
 
 
 def _metrics(results: dict, stage: str) -> dict:
@@ -108,7 +110,7 @@ def fit_and_test(cfg: DictConfig, run: Run, resume_from: Path | None = None) -> 
     return Outcome(
         val=val, test=test, best_checkpoint=best or None, stats=stats, test_s=test_s, features=features,
         first_phase=first_phase, last_phase=last_phase, trained=trained, max_trainable_params=max_trainable,
-        global_zero=trainer.is_global_zero,
+        global_zero=trainer.is_global_zero, confusion=module.test_confusion,
     )
 
 
@@ -137,13 +139,14 @@ def fit_classical(cfg: DictConfig, run: Run) -> Outcome:
     t0 = time.perf_counter()
     model = run.strategy.fit_classical(dm.splits["train"], dm.splits["val"], dm.num_classes)
     stats.fit_s = time.perf_counter() - t0
-    val = classical.scores(model, dm.splits["val"], dm.num_classes)
-    test, test_s = {}, 0.0
+    val, _ = classical.scores(model, dm.splits["val"], dm.num_classes)
+    test, test_s, confusion = {}, 0.0, None
     if cfg.get("test", True):
         t0 = time.perf_counter()
-        test = classical.scores(model, dm.splits["test"], dm.num_classes)
+        test, confusion = classical.scores(model, dm.splits["test"], dm.num_classes)
         test_s = time.perf_counter() - t0
     path = classical.save_model(model, Path(cfg.paths.output_dir) / "checkpoints" / f"{run.strategy.name}.pkl")
     trained = {"optimizer_steps": 0, "units": {}, "untrained": [], "first_phase": run.strategy.name}
     return Outcome(val=val, test=test, best_checkpoint=path, stats=stats, test_s=test_s, first_phase=model.summary,
-                   trained=trained, max_trainable_params=model.num_parameters, params_total=model.num_parameters)
+                   trained=trained, max_trainable_params=model.num_parameters, params_total=model.num_parameters,
+                   confusion=confusion)

@@ -6,7 +6,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from transferlab.data.batch import Batch
 from transferlab.errors import DivergedError
@@ -56,8 +56,12 @@ class TransferModule(pl.LightningModule):
                 },
                 # Accuracy hides a classifier that ignores a small class; macro-F1 weighs each class alike.
                 **{f"{stage}_f1_macro": MulticlassF1Score(num_classes, average="macro") for stage in ("val", "test")},
+                # Counts, rows the true class: the record's matrix and picture (recording.py).
+                "test_confusion": MulticlassConfusionMatrix(num_classes),
             }
         )
+        # The last test's confusion matrix, synced over DDP ranks like the metrics above; None before a test.
+        self.test_confusion: list[list[int]] | None = None
         # Train mode throughout, as a new module is: Lightning keeps each submodule's mode as it finds
         # it, and some libraries hand out pre-trained networks in eval mode (transformers'
         # from_pretrained), which would turn dropout off in training and differ from a resumed run.
@@ -125,6 +129,8 @@ class TransferModule(pl.LightningModule):
             metric = self.metrics[f"{stage}_{name}"]
             metric.update(logits, y)
             self.log(f"{stage}/{name}", metric, on_epoch=True, prog_bar=name == "acc", batch_size=len(y))
+        if stage == "test":  # the logits counted are the ones scored, mirror-averaged under tta_hflip
+            self.metrics["test_confusion"].update(logits, y)
         # Averaged over DDP ranks like the accuracies (torchmetrics sync on compute); no-op on 1 process.
         self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(y), sync_dist=True)
 
@@ -133,6 +139,23 @@ class TransferModule(pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._eval_step("test", batch)
+
+    def on_test_epoch_start(self) -> None:
+        self.metrics["test_confusion"].reset()
+        self.test_confusion = None
+
+    def on_test_epoch_end(self) -> None:
+        # compute() gathers every rank's counts, so each rank holds the whole split's matrix.
+        self.test_confusion = self.metrics["test_confusion"].compute().cpu().tolist()
+        self.metrics["test_confusion"].reset()
+
+    # Under spawned DDP ranks (utils/ddp.py) the test ran on a copy of this module: rank 0 sends the
+    # matrix back to the job's process, which writes the record.
+    def rank_zero_state(self, trainer) -> dict:
+        return {"test_confusion": self.test_confusion}
+
+    def load_rank_zero_state(self, trainer, state: dict) -> None:
+        self.test_confusion = state.get("test_confusion")
 
     def predict_step(self, batch, batch_idx):
         return self(batch).softmax(-1)

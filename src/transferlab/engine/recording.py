@@ -4,6 +4,10 @@ A record is `completed` only if the run trained what its strategy says: every un
 to train took an optimizer step, and the checkpoint it tested is one it wrote. Debug runs
 (fast_dev_run, overfit_batches) are recorded as `debug`: they check that a setup runs, they are
 not results.
+
+Where the Outcome carries a test confusion matrix, the record holds it with the class names, and
+its picture is drawn beside metrics.json; a picture that cannot be drawn costs a warning, never the
+record.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from transferlab.engine.execute import Outcome
 from transferlab.errors import output_error
 from transferlab.models.backbone import count_params
 from transferlab.record import COMPLETED, FAILED, Params, RunConfig, RunRecord, Timing
+from transferlab.utils.confusion import PICTURE_FILE, draw_confusion
 from transferlab.utils.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -107,6 +112,7 @@ def completed_record(cfg: DictConfig, run: Run, outcome: Outcome, *, choices: di
         overrides=overrides,
         resumed_from=str(resumed_from) if resumed_from is not None else None,
         probe=outcome.first_phase or outcome.last_phase,
+        confusion=confusion_entry(run, outcome),
         provenance=provenance(CONFIG_DIR.parent),
     )
     if outcome.features is not None:
@@ -122,6 +128,38 @@ def completed_record(cfg: DictConfig, run: Run, outcome: Outcome, *, choices: di
             "test_on": "cached_features" if run.strategy.feature_cache or run.strategy.has_last_phase else "images",
         }
     return record
+
+
+def confusion_entry(run: Run, outcome: Outcome) -> dict | None:
+    if outcome.confusion is None:
+        return None
+    return {"split": "test", "classes": [str(c) for c in run.datamodule.classes], "matrix": outcome.confusion}
+
+
+def confusion_title(record: RunRecord) -> str:
+    c = record.config
+    # The architecture, not the preset (`timm`, `hf` say little); a local encoder's folder by its name.
+    model = Path(str(c.model_name)).name if c.model_name else c.model
+    strategy = f"{c.strategy} ({c.variant})" if c.variant else str(c.strategy)
+    scores = [f"{label} {record.test[key]:.4f}" for key, label in (("acc", "test acc"), ("f1_macro", "macro-F1"))
+              if isinstance(record.test.get(key), (int, float))]
+    return f"{model} · {strategy} · {c.data}\n" + " · ".join(scores)
+
+
+def draw_confusion_picture(record: RunRecord, run_dir: Path) -> None:
+    """The record's confusion matrix drawn as run_dir/confusion_matrix.png; the record names the
+    picture only once it is written, so a report never links one that is not there."""
+    confusion = record.confusion
+    if not confusion:
+        return
+    confusion.pop("picture", None)  # a reused record's picture is drawn again in this run dir
+    try:
+        draw_confusion(confusion["matrix"], confusion["classes"], confusion_title(record), run_dir / PICTURE_FILE)
+    except Exception as e:  # the results matter more than their picture
+        log.warning("could not draw the confusion matrix into %s (%s: %s); metrics.json still holds its counts",
+                    run_dir / PICTURE_FILE, type(e).__name__, e)
+        return
+    confusion["picture"] = PICTURE_FILE
 
 
 def failure_record(cfg: DictConfig, error: BaseException, status: str, overrides: list[str], choices: dict) -> RunRecord:
@@ -152,9 +190,10 @@ def write_failure(cfg: DictConfig, record: RunRecord) -> None:
 
 
 def write_record(cfg: DictConfig, record: RunRecord) -> None:
-    """metrics.json in the run directory; on a full or read-only disk the finished run's results are
-    printed as one JSON line first, so they are never lost."""
+    """metrics.json in the run directory, with the confusion matrix's picture beside it; on a full or
+    read-only disk the finished run's results are printed as one JSON line first, so they are never lost."""
     path = record_path(cfg)
+    draw_confusion_picture(record, path.parent)
     try:
         record.write(path)
     except OSError as e:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix, multiclass_f1_score
 
 from transferlab.data.arrays import ImageArrays, TokenArrays
 
@@ -28,16 +28,18 @@ class ClassicalModel(Protocol):
         """Log-probabilities [N, num_classes] of a split."""
 
 
-def scores(model: ClassicalModel, arrays, num_classes: int) -> dict:
-    """The metrics the module logs for a network (accuracy, top-5, macro-F1, loss), for a classical model."""
+def scores(model: ClassicalModel, arrays, num_classes: int) -> tuple[dict, list[list[int]]]:
+    """The metrics the module logs for a network (accuracy, top-5, macro-F1, loss) and the
+    confusion matrix (rows true, columns predicted), for a classical model."""
     logp = model.log_proba(arrays).float()
     y = arrays.labels
-    return {
+    metrics = {
         "acc": float(multiclass_accuracy(logp, y, num_classes, average="micro")),
         "acc_top5": float(multiclass_accuracy(logp, y, num_classes, top_k=min(5, num_classes), average="micro")),
         "f1_macro": float(multiclass_f1_score(logp, y, num_classes, average="macro")),
         "loss": float(F.nll_loss(logp, y)),
     }
+    return metrics, multiclass_confusion_matrix(logp, y, num_classes).tolist()
 
 
 def save_model(model: ClassicalModel, path: Path) -> str:

@@ -7,6 +7,9 @@
   difference over shared seeds with its 95 % confidence interval, and the verdict;
 - ``results.md``: mean ± std over seeds per (model, data, images per class, strategy), the best
   in bold with its verdict, the code commits, the duplicates and the jobs that did not complete;
+  where records hold a test confusion matrix (schema 3), a link to each counted run's picture and
+  the per-class recall of each size's best strategy (the matrices stay out of the CSV, which gets
+  the picture's path, ``confusion_png``);
 - ``acc_vs_size.png``, ``acc_vs_time.png``, ``params_by_strategy.png``.
 
 Paths in the CSV and markdown are relative to OUT. The steps, one module each: collect (walk the
@@ -25,7 +28,7 @@ from matplotlib.figure import Figure
 
 from transferlab.record import METRICS_FILE
 from transferlab.report import plots
-from transferlab.report.collect import NoRunsError, collect
+from transferlab.report.collect import IN_MEMORY, NoRunsError, collect
 from transferlab.report.markdown import render_markdown
 from transferlab.report.portable import portable, relative
 from transferlab.report.stats import compare, paired_difference, verdict
@@ -72,7 +75,7 @@ def write_report(dirs: Sequence[str | Path], out: str | Path | None = None) -> R
     out_dir.mkdir(parents=True, exist_ok=True)
     shown = portable(jobs, out_dir)
     files = [out_dir / "results.csv", out_dir / "comparisons.csv", out_dir / "results.md"]
-    shown.drop(columns=["mtime"]).to_csv(files[0], index=False)
+    shown.drop(columns=[c for c in IN_MEMORY if c in shown.columns]).to_csv(files[0], index=False)
     comparisons.to_csv(files[1], index=False)
     sources = [relative(str(d), out_dir) for d in dirs]
     files[2].write_text(render_markdown(shown, runs, groups, comparisons, scale, sources))

@@ -29,6 +29,11 @@ LAST = ("duplicate_of", "error", "overrides", "run_dir", "job_dir")
 # Config keys a job that never wrote its record can be grouped by, read from its overrides.
 OVERRIDE_KEYS = ("model", "data", "strategy", "samples_per_class", "train_fraction", "train_size", "seed")
 METRIC_PREFIXES = ("test", "val", "params", "time")
+# A record's confusion matrix stays whole in this column for per-class recall; a matrix of many
+# classes is no CSV cell, so the CSV gets the picture's path (CONFUSION_PNG) instead.
+CONFUSION, CONFUSION_PNG = "confusion", "confusion_png"
+# Columns for the report's own use, not written to results.csv.
+IN_MEMORY = ("mtime", CONFUSION)
 
 
 class NoRunsError(TransferlabError, FileNotFoundError):
@@ -128,6 +133,7 @@ def _row_from_record(path: Path, root: Path, job_dir: Path) -> dict[str, Any]:
         return row
 
     data = record.to_dict()
+    row.update(_confusion_columns(data.pop(CONFUSION, None), path.parent))
     # Config values are the grouping keys, so they get plain column names.
     for k, v in data.pop("config").items():
         _flatten(k if k not in row and k not in data else f"config.{k}", v, row)
@@ -141,6 +147,18 @@ def _row_from_record(path: Path, root: Path, job_dir: Path) -> dict[str, Any]:
     row["status"] = str(record.status) if record.status else "unknown"
     row["code"] = code_label(record.provenance)
     return row
+
+
+def _confusion_columns(confusion: Any, run_dir: Path) -> dict[str, Any]:
+    """The matrix, and its picture's path where the record names one that is there (it lies beside
+    metrics.json, so a moved run dir still finds it)."""
+    if not isinstance(confusion, dict):
+        return {}
+    columns: dict[str, Any] = {CONFUSION: confusion}
+    picture = confusion.get("picture")
+    if isinstance(picture, str) and picture and (run_dir / picture).is_file():
+        columns[CONFUSION_PNG] = str(run_dir / picture)
+    return columns
 
 
 def _row_unfinished(job_dir: Path, root: Path) -> dict[str, Any]:

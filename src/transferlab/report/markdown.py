@@ -1,18 +1,27 @@
 """results.md: per model and data set, a table of strategies by size with the verdict of each size;
-then every group, the duplicates that were not counted, and the jobs that did not complete."""
+then every group, each counted run's confusion-matrix picture with the per-class recall of each
+size's best strategy (where the records hold matrices), the duplicates that were not counted, and
+the jobs that did not complete."""
 
 from __future__ import annotations
 
 import math
 from typing import Any, Iterable, Sequence
+from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 
 from transferlab.record import COMPLETED
-from transferlab.report.columns import is_missing
-from transferlab.report.experiments import DUPLICATE, example_noun, size_phrase
+from transferlab.report.collect import CONFUSION, CONFUSION_PNG
+from transferlab.report.columns import is_missing, numeric, text
+from transferlab.report.experiments import DUPLICATE, GROUP_KEYS, example_noun, size_phrase
 from transferlab.report.stats import CONFIDENCE
 from transferlab.report.summarize import code_counts, runs_phrase
+from transferlab.utils.confusion import per_class_recall
+
+# Beyond this many classes a recall line names only the weakest ones.
+RECALL_CLASSES_SHOWN = 20
 
 
 def _pm(mean: float, std: float, digits: int = 2) -> str:
@@ -86,6 +95,97 @@ def _all_groups(groups: pd.DataFrame, unit: str, noun: str) -> list[str]:
     return _table(header, rows)
 
 
+def _link(path: Any) -> str:
+    if is_missing(path) or not path:
+        return "not drawn"
+    return f"[{_cell(str(path).rsplit('/', 1)[-1])}]({quote(str(path))})"
+
+
+def _with_confusion(jobs: pd.DataFrame) -> pd.DataFrame:
+    """The counted runs whose records hold a confusion matrix, labelled like the groups."""
+    if CONFUSION not in jobs.columns:
+        return jobs.iloc[0:0]
+    done = jobs[(jobs["status"] == COMPLETED) & jobs[CONFUSION].map(lambda c: isinstance(c, dict))]
+    return done.assign(**{k: done[k].map(text) for k in GROUP_KEYS}, seed=done["seed"].map(text),
+                       _test_acc=numeric(done, "test.acc"))
+
+
+def _counts(confusion: dict) -> tuple[list[str], np.ndarray] | None:
+    """A record's class names and counts, or None where they do not make a square of that size (a
+    hand-edited or foreign file must not stop the report)."""
+    classes = [str(c) for c in confusion.get("classes") or []]
+    try:
+        counts = np.asarray(confusion.get("matrix"), dtype=np.int64)
+    except (TypeError, ValueError):
+        return None
+    return (classes, counts) if classes and counts.shape == (len(classes), len(classes)) else None
+
+
+def pooled_recall(confusions: Iterable[dict]) -> tuple[list[str], list[float | None], int] | None:
+    """Per-class recall from the counts of several runs summed (runs over other classes left out),
+    and how many runs were summed."""
+    readable = [c for c in map(_counts, confusions) if c is not None]
+    if not readable:
+        return None
+    classes = readable[0][0]
+    same = [counts for names, counts in readable if names == classes]
+    return classes, per_class_recall(sum(same)), len(same)
+
+
+def _recall_line(label: str, pooled: tuple[list[str], list[float | None], int]) -> str:
+    classes, recall, n = pooled
+    known = sorted(((r, c) for c, r in zip(classes, recall) if r is not None), key=lambda rc: rc[0])
+    shown = known if len(known) <= RECALL_CLASSES_SHOWN else known[: RECALL_CLASSES_SHOWN // 2]
+    parts = ", ".join(f"{_cell(c)} {100 * r:.1f}" for r, c in shown)
+    rest = f", … ({len(known) - len(shown)} more classes, all higher)" if len(shown) < len(known) else ""
+    return f"- {label} ({runs_phrase(n)}): {parts}{rest}"
+
+
+def _run_rows(runs: pd.DataFrame, g: pd.DataFrame, scale: float) -> list[list[Any]]:
+    """One row per run, in the order of the groups' table, seeds in numeric order."""
+    rows = []
+    for r in g.itertuples():
+        of_group = runs[(runs["size"] == r.size) & (runs["strategy"] == r.strategy)]
+        for job in sorted(of_group.to_dict("records"), key=lambda j: (len(j["seed"]), j["seed"])):
+            rows.append([r.size, r.strategy, job["seed"], _pm(job["_test_acc"] * scale, None), _link(job.get(CONFUSION_PNG))])
+    return rows
+
+
+def _best_recalls(runs: pd.DataFrame, g: pd.DataFrame, noun: str) -> list[str]:
+    """Per size, the per-class recall of the strategy with the highest test mean."""
+    lines = []
+    for size, gs in g.groupby("size", sort=False):
+        if not gs["test_mean"].notna().any():
+            continue
+        best = gs.loc[gs["test_mean"].idxmax(), "strategy"]
+        pooled = pooled_recall(runs[(runs["size"] == size) & (runs["strategy"] == best)][CONFUSION])
+        if pooled is not None:
+            lines.append(_recall_line(f"{size_phrase(size, noun)}, {best}", pooled))
+    return lines
+
+
+def _confusions(jobs: pd.DataFrame, groups: pd.DataFrame, scale: float, noun: str) -> list[str]:
+    """Per model and data set, each counted run's picture, then the best strategy's per-class recall."""
+    runs = _with_confusion(jobs)
+    if runs.empty:
+        return []
+    unit = " (%)" if scale == 100.0 else ""
+    lines = ["## Confusion matrices", "",
+             "Test split, rows the true class; each picture lies beside its run's metrics.json.", ""]
+    for (model, data), g in groups.groupby(["model", "data"], sort=False):
+        here = runs[(runs["model"] == model) & (runs["data"] == data)]
+        if here.empty:
+            continue
+        lines += [f"### {model} on {data}", ""]
+        header = [f"{noun}/class", "strategy", "seed", f"test acc{unit}", "confusion matrix"]
+        lines += _table(header, _run_rows(here, g, scale)) + [""]
+        recalls = _best_recalls(here, g, noun)
+        if recalls:
+            lines += ["Per-class recall (%) of the strategy with the highest test mean, lowest first "
+                      "(its runs' test counts summed):", "", *recalls, ""]
+    return lines
+
+
 def _duplicates(jobs: pd.DataFrame) -> list[str]:
     dup = jobs[jobs["status"] == DUPLICATE]
     lines = [f"## Duplicates, not counted ({len(dup)})", ""]
@@ -137,6 +237,7 @@ def render_markdown(jobs: pd.DataFrame, runs: pd.DataFrame, groups: pd.DataFrame
             lines += _strategy_table(g, noun) + [""]
             lines += _verdicts(comparisons[(comparisons["model"] == model) & (comparisons["data"] == data)], noun)
         lines += ["## All groups", ""] + _all_groups(groups, unit, example_noun(runs)) + [""]
+        lines += _confusions(jobs, groups, scale, example_noun(runs))
     lines += _duplicates(jobs)
     lines += _failures(jobs)
     return "\n".join(lines)

@@ -12,7 +12,7 @@ import pandas as pd
 from transferlab.report.columns import is_missing
 
 PATH_COLUMNS = ("sweep", "job_dir", "run_dir", "best_checkpoint", "resumed_from", "reused_from",
-                "feature_cache.dir", "duplicate_of")
+                "feature_cache.dir", "duplicate_of", "confusion_png")
 
 
 def relative(path: Any, out_dir: str | Path) -> Any:

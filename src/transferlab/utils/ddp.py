@@ -15,7 +15,8 @@ parameter count; and the CSV logger must go on appending to metrics.csv in train
 than start the file again. `SpawnDDPStrategy` sends those back too: every callback's
 `state_dict()` (ModelCheckpoint's best score, EarlyStopping's counters), what callbacks with
 `rank_zero_state(trainer)` / `load_rank_zero_state(trainer, state)` return (RunStats; the feature
-cache's DataModule the same way), and the CSV loggers' writers.
+cache's DataModule and the LightningModule, whose test confusion matrix is no logged scalar, the
+same way), and the CSV loggers' writers.
 
 SIGTERM to the job's process (a scheduler, a killed sweep) reaches the ranks too: they stop at the
 same step and this process raises SIGTERMException as a 1-process run does (see _forward_sigterm).
@@ -126,11 +127,12 @@ class _RankZeroStateLauncher(_MultiProcessingLauncher):
             own = cb.rank_zero_state(trainer) if hasattr(cb, "rank_zero_state") else None
             callbacks.append((type(cb).__qualname__, cb.state_dict(), own))
         writers = [lg._experiment for lg in trainer.loggers if isinstance(lg, CSVLogger)]
-        dm = trainer.datamodule
+        dm, module = trainer.datamodule, trainer.lightning_module
         datamodule = dm.rank_zero_state(trainer) if hasattr(dm, "rank_zero_state") else None
+        module_state = module.rank_zero_state(trainer) if hasattr(module, "rank_zero_state") else None
         buffer = io.BytesIO()
         # Bytes, as Lightning sends its own metrics: tensors put on the queue would be shared memory.
-        torch.save({"callbacks": callbacks, "csv_writers": writers, "datamodule": datamodule}, buffer)
+        torch.save({"callbacks": callbacks, "csv_writers": writers, "datamodule": datamodule, "module": module_state}, buffer)
         extra[_KEY] = buffer.getvalue()
         return extra
 
@@ -158,6 +160,9 @@ class _RankZeroStateLauncher(_MultiProcessingLauncher):
                     cb.load_rank_zero_state(trainer, own)
         if state["datamodule"] is not None and getattr(self, "_datamodule", None) is not None:
             self._datamodule.load_rank_zero_state(trainer, state["datamodule"])
+        module = trainer.lightning_module
+        if state.get("module") is not None and hasattr(module, "load_rank_zero_state"):
+            module.load_rank_zero_state(trainer, state["module"])
         csv_loggers = [lg for lg in trainer.loggers if isinstance(lg, CSVLogger)]
         for logger, writer in zip(csv_loggers, state["csv_writers"]):
             if writer is not None:
