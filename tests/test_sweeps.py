@@ -365,3 +365,18 @@ def test_optuna_preset_two_trials_saves_the_best(tmp_path):
     assert best["command"].startswith("python train.py ") and "hparams_search=optuna" in best["command"]
     assert "Optuna best trial: val acc" in proc.stdout and f"config: {sweep / 'best_config.yaml'}" in proc.stdout
     assert f"sweep: all 2 jobs completed: {sweep}" in proc.stdout
+
+
+def test_text_data_efficiency_preset_composes_every_job(configs):
+    hydra_cfg = compose("train", overrides=["experiment=text_data_efficiency"], return_hydra_config=True)
+    jobs = _expand(OmegaConf.to_container(hydra_cfg.hydra.sweeper.params))
+    strategies = {"tfidf_lr", "scratch", "extract", "setfit", "partial", "full", "gradual", "lp_ft", "two_phase", "lora"}
+    assert len(jobs) == 3 * 3 * len(strategies)
+    seen = set()
+    for job in jobs:
+        cfg = _check_job(["experiment=text_data_efficiency", *job])
+        seen.add(cfg.strategy.name)
+        assert cfg.model.backbone == "hf" and cfg.data.source == "bbc_news" and cfg.trainer.max_epochs == 5
+        if cfg.strategy.name == "extract":  # the experiment's own setting for one strategy
+            assert cfg.strategy.solver == "lbfgs"
+    assert seen == strategies
