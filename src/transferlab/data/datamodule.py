@@ -116,6 +116,14 @@ class TransferDataModule(pl.LightningDataModule):
     def split_sizes(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.splits.items()}
 
+    @property
+    def truncated(self) -> dict[str, int] | None:
+        """Texts the tokenizer cut at max_length, per split; None for images (or a tokenizer that did not say)."""
+        flags = {k: getattr(v, "is_truncated", None) for k, v in self.splits.items()}
+        if not flags or any(f is None for f in flags.values()):
+            return None
+        return {k: int(f.sum()) for k, f in flags.items()}
+
     # --- loaders -------------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         arrays = self.splits[split]

@@ -24,6 +24,8 @@ class Tokens:
     input_ids: torch.Tensor  # int64 [N, max_length], right-padded
     pad_id: int
     truncated: int  # texts longer than max_length, cut
+    # Which texts were cut (bool [N]), so each split carved from the ids can count its own.
+    is_truncated: torch.Tensor | None = None
 
 
 Tokenize = Callable[[list[str]], Tokens]
@@ -34,7 +36,8 @@ def token_arrays(texts: list[str], labels: list[int], classes: list[str], tokeni
         raise DataError(f"data.source={source} holds texts, and this model is an image backbone: use a text model "
                         "(model=minilm, or model=hf model.name=<HF id or folder>)")
     tokens = tokenize(texts)
-    return TokenArrays(tokens.input_ids, torch.tensor(labels, dtype=torch.int64), list(classes), tokens.pad_id, list(texts))
+    return TokenArrays(tokens.input_ids, torch.tensor(labels, dtype=torch.int64), list(classes), tokens.pad_id, list(texts),
+                       tokens.is_truncated)
 
 
 class DynamicPadding(nn.Module):

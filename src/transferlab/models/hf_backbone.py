@@ -138,13 +138,29 @@ class HFTextBackbone:
                 "vocab_size": int(self.tokenizer.vocab_size), "max_length": self.max_length, "pooling": self.pooling}
 
     def tokenize(self, texts: list[str]) -> Tokens:
-        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]]
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding="max_length", return_tensors="pt")
-        truncated = sum(n > self.max_length for n in lengths)
+        ids, cut = _encode(self.tokenizer, texts, self.max_length)
+        truncated = int(cut.sum())
         if texts:
             log.info("tokenized %d texts at max_length %d: %d (%.1f %%) truncated", len(texts), self.max_length, truncated,
                      100 * truncated / len(texts))
-        return Tokens(enc["input_ids"].to(torch.int64), int(self.tokenizer.pad_token_id), truncated)
+        return Tokens(ids, int(self.tokenizer.pad_token_id), truncated, cut)
+
+
+def _encode(tokenizer, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids right-padded to max_length (int64 [N, max_length]) and which texts were cut (bool [N]), from
+    one pass of the tokenizer. A fast tokenizer keeps what truncation cut off in each encoding's
+    `overflowing`; a Python one says so per text when asked for its overflowing tokens."""
+    if not texts:
+        return torch.empty(0, max_length, dtype=torch.int64), torch.empty(0, dtype=torch.bool)
+    options = dict(truncation=True, max_length=max_length, padding="max_length", padding_side="right")
+    enc = tokenizer(texts, return_tensors="pt", **options)
+    if enc.encodings is not None:
+        cut = torch.tensor([len(e.overflowing) > 0 for e in enc.encodings], dtype=torch.bool)
+        return enc["input_ids"].to(torch.int64), cut
+    # A Python tokenizer encodes text by text anyway; asked per text, its overflow cannot misalign.
+    rows = [tokenizer(t, return_overflowing_tokens=True, **options) for t in texts]
+    ids = torch.tensor([r["input_ids"] for r in rows], dtype=torch.int64)
+    return ids, torch.tensor([bool(r.get("overflowing_tokens")) for r in rows], dtype=torch.bool)
 
 
 @register_backbone("hf")
