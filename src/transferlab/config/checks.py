@@ -176,6 +176,7 @@ RULES: dict[str, Rule] = {
     "data.val_fraction": Rule("float", nullable=True, low=0.0, high=1.0, low_open=True, high_open=True),
     "data.eval_hflip": Rule("bool"),
     "data.max_length": Rule("int", low=8, hint="tokens per text; longer texts are cut"),
+    "data.token_cache": Rule("bool"),
     "data.augment.enabled": Rule("bool"),
     "data.augment.scale": Rule("pair", low=0.0, high=1.0, low_open=True),
     "data.augment.ratio": Rule("pair", low=0.0, low_open=True),

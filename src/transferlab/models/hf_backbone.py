@@ -9,6 +9,8 @@ architecture family, so `unfreeze_top=k` means the top k layers.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import warnings
@@ -145,6 +147,15 @@ class HFTextBackbone:
                      100 * truncated / len(texts))
         return Tokens(ids, int(self.tokenizer.pad_token_id), truncated, cut)
 
+    def tokenizer_identity(self) -> dict:
+        """What decides the ids `tokenize` gives a text, apart from max_length (the token cache's key)."""
+        import transformers
+
+        tok = self.tokenizer
+        return {"class": type(tok).__name__, "name_or_path": str(tok.name_or_path), "vocab_size": int(tok.vocab_size),
+                "size": len(tok), "truncation_side": str(tok.truncation_side), "digest": _tokenizer_digest(tok),
+                "transformers": transformers.__version__}
+
 
 def _encode(tokenizer, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Ids right-padded to max_length (int64 [N, max_length]) and which texts were cut (bool [N]), from
@@ -161,6 +172,19 @@ def _encode(tokenizer, texts: list[str], max_length: int) -> tuple[torch.Tensor,
     rows = [tokenizer(t, return_overflowing_tokens=True, **options) for t in texts]
     ids = torch.tensor([r["input_ids"] for r in rows], dtype=torch.int64)
     return ids, torch.tensor([bool(r.get("overflowing_tokens")) for r in rows], dtype=torch.bool)
+
+
+def _tokenizer_digest(tokenizer) -> str:
+    """Hash of the vocabulary and rules: the backend's JSON for a fast tokenizer (without the
+    truncation and padding it is left with by its last call), else the vocabulary and special tokens."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+    else:
+        spec = {"vocab": sorted(tokenizer.get_vocab().items()), "special": sorted(map(str, tokenizer.all_special_tokens))}
+    return hashlib.blake2b(json.dumps(spec, sort_keys=True).encode(), digest_size=20).hexdigest()
 
 
 @register_backbone("hf")
