@@ -177,6 +177,8 @@ RULES: dict[str, Rule] = {
     "data.eval_hflip": Rule("bool"),
     "data.max_length": Rule("int", low=8, hint="tokens per text; longer texts are cut"),
     "data.token_cache": Rule("bool"),
+    "data.bucket_by_length": Rule("bool"),
+    "data.bucket_size_multiplier": Rule("int", low=1, hint="batches sorted by length together"),
     "data.augment.enabled": Rule("bool"),
     "data.augment.scale": Rule("pair", low=0.0, high=1.0, low_open=True),
     "data.augment.ratio": Rule("pair", low=0.0, low_open=True),

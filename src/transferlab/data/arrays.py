@@ -44,6 +44,11 @@ class ImageArrays:
         return ImageArrays(self.images[idx].contiguous(), self.labels[idx], list(self.classes))
 
 
+def token_lengths(input_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Tokens per text of right-padded ids: what a batch cut to its longest text keeps of each row."""
+    return (input_ids != pad_id).sum(1)
+
+
 @dataclass
 class TokenArrays:
     """Texts as token ids, right-padded to one length with `pad_id` (the per-batch transform cuts each
@@ -81,6 +86,9 @@ class TokenArrays:
         texts = None if self.texts is None else [self.texts[i] for i in idx.tolist()]
         cut = None if self.is_truncated is None else self.is_truncated[idx]
         return TokenArrays(self.input_ids[idx].contiguous(), self.labels[idx], list(self.classes), self.pad_id, texts, cut)
+
+    def lengths(self) -> torch.Tensor:
+        return token_lengths(self.input_ids, self.pad_id)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from transferlab.data.arrays import TokenArrays
+from transferlab.data.arrays import TokenArrays, token_lengths
 from transferlab.data.batch import Batch
 from transferlab.errors import DataError
 
@@ -38,6 +38,14 @@ def token_arrays(texts: list[str], labels: list[int], classes: list[str], tokeni
     tokens = tokenize(texts)
     return TokenArrays(tokens.input_ids, torch.tensor(labels, dtype=torch.int64), list(classes), tokens.pad_id, list(texts),
                        tokens.is_truncated)
+
+
+def padding_share(input_ids: torch.Tensor, pad_id: int) -> float:
+    """The share of a batch that is padding once DynamicPadding cuts it to its longest text."""
+    lengths = token_lengths(input_ids, pad_id)
+    if not len(lengths):
+        return 0.0
+    return 1.0 - float(lengths.sum()) / (len(lengths) * max(1, int(lengths.max())))
 
 
 class DynamicPadding(nn.Module):

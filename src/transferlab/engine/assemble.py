@@ -106,6 +106,9 @@ def datamodule_for(cfg: DictConfig, transform, storage_size: int, tokenize=None)
         num_workers=int(d.get("num_workers") or 0),
         seed=int(d.get("seed", cfg.seed)),
         tokenize=tokenize,
+        # Off where the key is missing: a run from before it existed resumes in the order it began with.
+        bucket_by_length=bool(d.get("bucket_by_length", False)),
+        bucket_size_multiplier=int(d.get("bucket_size_multiplier") or 50),
     )
 
 
