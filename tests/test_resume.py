@@ -25,7 +25,9 @@ KILL = ["+callbacks.kill._target_=killer.KillAt", "+callbacks.kill.epoch=2", "+c
 
 
 def train(root: Path, *args: str, expect: int = 0) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TRANSFERLAB_ROOT": str(root), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(PLUGINS)}
+    # This checkout's src first: an editable install elsewhere (another worktree) must not stand in for it.
+    path = os.pathsep.join([str(PLUGINS), str(ROOT / "src")])
+    env = {**os.environ, "TRANSFERLAB_ROOT": str(root), "HF_HUB_OFFLINE": "1", "PYTHONPATH": path}
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == expect, f"exit {proc.returncode} (expected {expect})\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return proc

@@ -207,6 +207,7 @@ def test_every_strategy_trains_on_text(encoder, texts, tmp_path, monkeypatch, ca
     m, run_dir = metrics_of(tmp_path)
     assert m["status"] == "completed", m["error"]
     assert m["config"]["modality"] == "text" and "f1_macro" in m["test"]
+    assert set(m["truncated"]) == {"train", "val", "test"} and all(n == 0 for n in m["truncated"].values())  # 20 words < 32 tokens
     assert m["trained"]["untrained"] == []
     assert "training texts" in out
     if strategy == "tfidf_lr":  # no network: the fitted vectorizer and regression are the checkpoint

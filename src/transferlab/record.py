@@ -96,6 +96,8 @@ class RunRecord:
     time: Timing = field(default_factory=Timing)
     config: RunConfig = field(default_factory=RunConfig)
     data_sizes: dict = field(default_factory=dict)
+    # Text runs: per split, how many texts data.max_length cut (None for images).
+    truncated: dict | None = None
     # What actually trained: optimizer steps per parameter group (the head, backbone.gNN, ...).
     trained: dict | None = None
     weights_loaded: str | None = None

@@ -44,6 +44,11 @@ class ImageArrays:
         return ImageArrays(self.images[idx].contiguous(), self.labels[idx], list(self.classes))
 
 
+def token_lengths(input_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Tokens per text of right-padded ids: what a batch cut to its longest text keeps of each row."""
+    return (input_ids != pad_id).sum(1)
+
+
 @dataclass
 class TokenArrays:
     """Texts as token ids, right-padded to one length with `pad_id` (the per-batch transform cuts each
@@ -55,6 +60,8 @@ class TokenArrays:
     pad_id: int = 0
     # The strings the ids came from, kept for what reads words rather than ids (strategy=tfidf_lr).
     texts: list[str] | None = None
+    # Which texts the tokenizer cut at max_length (bool [N]); None where the tokenizer did not say.
+    is_truncated: torch.Tensor | None = None
     field: ClassVar[str] = "input_ids"
 
     def __post_init__(self) -> None:
@@ -64,6 +71,8 @@ class TokenArrays:
             raise ValueError(f"labels must be int64 [N] with N = {len(self.input_ids)}, got {tuple(self.labels.shape)}")
         if self.texts is not None and len(self.texts) != len(self.labels):
             raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+        if self.is_truncated is not None and tuple(self.is_truncated.shape) != (len(self.labels),):
+            raise ValueError(f"is_truncated must be bool [N] with N = {len(self.labels)}, got {tuple(self.is_truncated.shape)}")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -75,7 +84,11 @@ class TokenArrays:
     def subset(self, idx: torch.Tensor) -> "TokenArrays":
         idx = torch.as_tensor(idx, dtype=torch.long)
         texts = None if self.texts is None else [self.texts[i] for i in idx.tolist()]
-        return TokenArrays(self.input_ids[idx].contiguous(), self.labels[idx], list(self.classes), self.pad_id, texts)
+        cut = None if self.is_truncated is None else self.is_truncated[idx]
+        return TokenArrays(self.input_ids[idx].contiguous(), self.labels[idx], list(self.classes), self.pad_id, texts, cut)
+
+    def lengths(self) -> torch.Tensor:
+        return token_lengths(self.input_ids, self.pad_id)
 
 
 @dataclass

@@ -49,6 +49,8 @@ class TransferDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         tokenize=None,
+        bucket_by_length: bool = False,
+        bucket_size_multiplier: int = 50,
     ):
         super().__init__()
         self.source = source
@@ -64,6 +66,9 @@ class TransferDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.tokenize = tokenize  # a text backbone's tokenizer, for text sources
+        # Texts only: training batches of similar lengths, eval batches longest first (data/loaders.py).
+        self.bucket_by_length = bucket_by_length
+        self.bucket_size_multiplier = bucket_size_multiplier
         self.splits: dict[str, ImageArrays] = {}
         self.classes: list[str] = []
 
@@ -119,13 +124,30 @@ class TransferDataModule(pl.LightningDataModule):
     def split_sizes(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.splits.items()}
 
+    @property
+    def truncated(self) -> dict[str, int] | None:
+        """Texts the tokenizer cut at max_length, per split; None for images (or a tokenizer that did not say)."""
+        flags = {k: getattr(v, "is_truncated", None) for k, v in self.splits.items()}
+        if not flags or any(f is None for f in flags.values()):
+            return None
+        return {k: int(f.sum()) for k, f in flags.items()}
+
     # --- loaders -------------------------------------------------------------------------------
+    def _lengths(self, split: str, shuffle: bool) -> torch.Tensor | None:
+        """Tokens per text when batches are bucketed by length. overfit_batches (the training split
+        unshuffled) keeps the split's own first batches."""
+        arrays = self.splits[split]
+        if not self.bucket_by_length or arrays.field != "input_ids" or (split == "train" and not shuffle):
+            return None
+        return arrays.lengths()
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         arrays = self.splits[split]
         return batch_loader(
             arrays.inputs, arrays.labels, trainer=self.trainer, shuffle=shuffle, seed=self.seed,
             batch_size=self.batch_size if shuffle else self.eval_batch_size,
             num_workers=self.num_workers, pin_memory=torch.cuda.is_available(), field=arrays.field,
+            lengths=self._lengths(split, shuffle), bucket_size_multiplier=self.bucket_size_multiplier,
         )
 
     def train_dataloader(self) -> DataLoader:

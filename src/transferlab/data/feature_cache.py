@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -32,9 +31,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from transferlab.data.batch import Batch
+from transferlab.data.cache_files import CacheFileError, JsonKey, load_blob, read_or_build, safe_name, save_blob
 from transferlab.data.loaders import batch_loader
 from transferlab.data.transforms import BatchPreprocess
-from transferlab.utils.io import atomic_write
 from transferlab.utils.seeding import seed_training_batch
 
 log = logging.getLogger(__name__)
@@ -68,7 +67,7 @@ def state_dict_digest(module: nn.Module) -> str:
 
 
 @dataclass(frozen=True)
-class FeatureKey:
+class FeatureKey(JsonKey):
     """Everything that changes the features of one split. Two equal keys give equal features."""
 
     model: str  # timm model name
@@ -85,12 +84,6 @@ class FeatureKey:
         d = asdict(self)
         d["preprocess"] = {k: v for k, v in self.preprocess}
         return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.as_dict(), sort_keys=True)
-
-    def digest(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()
 
 
 def make_key(model: str, weights: str, weights_digest: str, preprocess: dict, images: torch.Tensor, view: str = "image",
@@ -166,27 +159,6 @@ def extract_features(
 
 
 # --- the cache -----------------------------------------------------------------------------------
-class CacheFileError(Exception):
-    """A cache file that must be rebuilt; the message says why."""
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock beside `path` (released by the kernel if the process dies)."""
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): parallel jobs may extract twice, the rename keeps files whole
-        yield
-        return
-    lock = path.with_name(path.name + ".lock")
-    with open(lock, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 @dataclass
 class CacheStats:
     hits: int = 0
@@ -203,21 +175,12 @@ class FeatureCache:
         self.stats = CacheStats()
 
     def path_for(self, key: FeatureKey, split: str = "split") -> Path:
-        model = "".join(c if c.isalnum() or c in "._-" else "_" for c in key.model)
-        return self.root / "features" / model / f"{split}-{key.view}-{key.digest()[:32]}.pt"
+        return self.root / "features" / safe_name(key.model) / f"{split}-{key.view}-{key.digest()[:32]}.pt"
 
     @staticmethod
     def read(path: Path, key: FeatureKey, num_features: int) -> torch.Tensor:
         """The features stored at `path` for `key`; CacheFileError if they cannot be trusted."""
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated, garbage, another format: all mean "rebuild"
-            raise CacheFileError(f"unreadable ({type(e).__name__}: {str(e)[:120]})") from e
-        if not isinstance(blob, dict) or blob.get("format") != FORMAT_VERSION:
-            found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-            raise CacheFileError(f"format {found!r}, expected {FORMAT_VERSION}")
-        if blob.get("key") != key.to_json():
-            raise CacheFileError("stored key differs from this run's (model, weights, preprocessing or data changed)")
+        blob = load_blob(path, FORMAT_VERSION, key, "model, weights, preprocessing or data")
         features = blob.get("features")
         expected = (key.num_images, num_features)
         if not isinstance(features, torch.Tensor) or tuple(features.shape) != expected or list(blob.get("shape", ())) != list(expected):
@@ -229,32 +192,31 @@ class FeatureCache:
 
     def get_or_build(self, key: FeatureKey, num_features: int, build, split: str = "split") -> torch.Tensor:
         """Cached features for `key`, or `build()`'s result, stored for next time."""
-        path = self.path_for(key, split)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(path):
-            stale = None
-            if path.exists():
-                try:
-                    features = self.read(path, key, num_features)
-                    self.stats.hits += 1
-                    log.info("feature cache hit: %s %s %s", split, key.view, path)
-                    return features
-                except CacheFileError as e:
-                    stale = str(e)
-                    log.warning("feature cache file %s is stale or corrupt (%s); rebuilding it", path, stale)
+        expected = (key.num_images, num_features)
+
+        def extract() -> torch.Tensor:
             t0 = time.perf_counter()
             features = build().float().contiguous()
             self.stats.extract_s += time.perf_counter() - t0
-            if tuple(features.shape) != (key.num_images, num_features):
-                raise RuntimeError(f"feature extraction gave {tuple(features.shape)}, expected {(key.num_images, num_features)}")
-            blob = {"format": FORMAT_VERSION, "key": key.to_json(), "shape": [key.num_images, num_features], "features": features}
-            atomic_write(path, lambda f: torch.save(blob, f))
-            if stale is None:
+            if tuple(features.shape) != expected:
+                raise RuntimeError(f"feature extraction gave {tuple(features.shape)}, expected {expected}")
+            return features
+
+        def write(path: Path, features: torch.Tensor) -> None:
+            save_blob(path, FORMAT_VERSION, key, {"shape": list(expected), "features": features})
+
+        path = self.path_for(key, split)
+        got = read_or_build(path, lambda p: self.read(p, key, num_features), extract, write, log, "feature cache")
+        if got.hit:
+            self.stats.hits += 1
+            log.info("feature cache hit: %s %s %s", split, key.view, path)
+        else:
+            if got.stale is None:
                 self.stats.built += 1
             else:
                 self.stats.rebuilt += 1
-            log.info("feature cache: %s %s features %s written to %s", split, key.view, tuple(features.shape), path)
-            return features
+            log.info("feature cache: %s %s features %s written to %s", split, key.view, expected, path)
+        return got.value
 
 
 # --- features as a DataModule --------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Loaders of in-memory splits: whole batches by index, in an order fixed by (seed, epoch).
 
 A batch is gathered with one index per tensor (no per-sample Python), and under DDP each rank takes
-its own share of every step's batch.
+its own share of every step's batch. Given each example's length (tokens per text), training
+batches hold examples of similar length and eval batches go longest first, so batches cut to their
+longest text (data/text.py, DynamicPadding) carry little padding.
 """
 
 from __future__ import annotations
@@ -42,6 +44,31 @@ def _as_is(batch: Batch) -> Batch:
     return batch
 
 
+def length_bucketed(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, multiplier: int,
+                    generator: torch.Generator) -> torch.Tensor:
+    """`order` rearranged so that each run of `batch_size` indices is a batch of similar lengths.
+
+    The shuffled order is cut into chunks of `multiplier` batches, each chunk sorted by length and
+    cut into batches, and the full batches shuffled by `generator`: batches stay random draws
+    across the split (a sort over the whole split would make every batch a band of one length and
+    the epoch a curriculum), and the order stays a function of what made `order`. The one short
+    batch, if any, stays last, so cutting the result every `batch_size` gives exactly these batches.
+    """
+    if not len(order):
+        return order
+    chunks = [chunk[torch.argsort(lengths[chunk], stable=True)] for chunk in order.split(batch_size * multiplier)]
+    batches = torch.cat(chunks).split(batch_size)
+    full = [b for b in batches if len(b) == batch_size]
+    short = [b for b in batches if len(b) < batch_size]
+    shuffled = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
+    return torch.cat(shuffled + short)
+
+
+def longest_first(lengths: torch.Tensor) -> torch.Tensor:
+    """Eval order by length, longest first: a batch out of memory shows at the first batch, not the last."""
+    return torch.argsort(lengths, descending=True, stable=True)
+
+
 class EpochOrder(Sampler[int]):
     """This rank's indices of one epoch, in an order that is a pure function of (seed, epoch).
 
@@ -50,31 +77,43 @@ class EpochOrder(Sampler[int]):
     Under DDP each rank takes every world_size-th index of the epoch's order: the training split
     drops the tail so every rank takes the same number of steps (DDP needs it); eval splits pad
     with the first indices instead (like DistributedSampler), so every image is scored.
+
+    With `lengths`, the training order is length-bucketed into batches of `batch_size` (the global
+    batch: each rank's share of a bucketed batch is its batch of that step) and the eval order goes
+    longest first.
     """
 
-    def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 lengths: torch.Tensor | None = None, batch_size: int = 1, bucket_size_multiplier: int = 50):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
+        if lengths is not None and len(lengths) != size:
+            raise ValueError(f"{len(lengths)} lengths for {size} examples")
         self.size, self.shuffle, self.seed = size, shuffle, seed
         self.rank, self.world_size = rank, world_size
+        self.lengths, self.batch_size, self.bucket_size_multiplier = lengths, batch_size, bucket_size_multiplier
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def indices(self) -> torch.Tensor:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.size, generator=g)
-        else:
-            order = torch.arange(self.size)
-        if self.world_size > 1:
-            if self.shuffle:
-                order = order[: self.size - self.size % self.world_size]
-            elif self.size % self.world_size:
+    def _epoch_order(self) -> torch.Tensor:
+        """The whole epoch's order, before it is shared out among the ranks."""
+        if not self.shuffle:
+            order = torch.arange(self.size) if self.lengths is None else longest_first(self.lengths)
+            if self.world_size > 1 and self.size % self.world_size:
                 order = torch.cat([order, order[: self.world_size - self.size % self.world_size]])
-            order = order[self.rank :: self.world_size]
+            return order
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=g)
+        order = order[: self.size - self.size % self.world_size]
+        if self.lengths is not None:
+            order = length_bucketed(order, self.lengths, self.batch_size, self.bucket_size_multiplier, g)
         return order
+
+    def indices(self) -> torch.Tensor:
+        order = self._epoch_order()
+        return order[self.rank :: self.world_size] if self.world_size > 1 else order
 
     def __iter__(self):
         return iter(self.indices().tolist())
@@ -93,8 +132,10 @@ class EpochBatches(Sampler[list[int]]):
     only it).
     """
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
-        self.sampler = EpochOrder(size, shuffle, seed=seed, rank=rank, world_size=world_size)
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 lengths: torch.Tensor | None = None, bucket_size_multiplier: int = 50):
+        self.sampler = EpochOrder(size, shuffle, seed=seed, rank=rank, world_size=world_size, lengths=lengths,
+                                  batch_size=batch_size * world_size, bucket_size_multiplier=bucket_size_multiplier)
         self.batch_size, self.shuffle = batch_size, shuffle
 
     def set_epoch(self, epoch: int) -> None:
@@ -142,17 +183,20 @@ def rank_batch_size(batch_size: int, world_size: int, train: bool) -> int:
 
 def batch_loader(
     inputs: torch.Tensor, labels: torch.Tensor, *, trainer: pl.Trainer | None, batch_size: int, shuffle: bool, seed: int,
-    num_workers: int = 0, pin_memory: bool = False, field: str = "images",
+    num_workers: int = 0, pin_memory: bool = False, field: str = "images", lengths: torch.Tensor | None = None,
+    bucket_size_multiplier: int = 50,
 ) -> DataLoader:
     """A DataLoader of whole in-memory batches in EpochBatches order, this rank's share under DDP.
 
     EpochBatches is the batch sampler: one gather per batch. It shards itself, so the DDP trainer
     configs set use_distributed_sampler=false; the loader's `sampler` stays torch's sequential one,
     which Lightning leaves alone (overfit_batches replaces any other with a per-sample one).
+    `lengths` (one per example) turns on length bucketing (EpochOrder).
     """
     rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
     batches = EpochBatches(
         len(labels), rank_batch_size(batch_size, world, train=shuffle), shuffle=shuffle, seed=seed, rank=rank, world_size=world,
+        lengths=lengths, bucket_size_multiplier=bucket_size_multiplier,
     )
     return DataLoader(
         InMemoryBatches(inputs, labels, field), batch_sampler=batches, collate_fn=_as_is,

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from transferlab.data.arrays import TokenArrays
+from transferlab.data.arrays import TokenArrays, token_lengths
 from transferlab.data.batch import Batch
 from transferlab.errors import DataError
 
@@ -24,6 +24,8 @@ class Tokens:
     input_ids: torch.Tensor  # int64 [N, max_length], right-padded
     pad_id: int
     truncated: int  # texts longer than max_length, cut
+    # Which texts were cut (bool [N]), so each split carved from the ids can count its own.
+    is_truncated: torch.Tensor | None = None
 
 
 # tokenize(texts), or tokenize(texts, pairs) for sentence pairs: one sequence per (text, pair).
@@ -43,7 +45,16 @@ def token_arrays(texts: list[str], labels: list[int], classes: list[str], tokeni
         tokens, strings = tokenize(texts), list(texts)
     else:
         tokens, strings = tokenize(texts, pairs), [a + PAIR_SEPARATOR + b for a, b in zip(texts, pairs, strict=True)]
-    return TokenArrays(tokens.input_ids, torch.tensor(labels, dtype=torch.int64), list(classes), tokens.pad_id, strings)
+    return TokenArrays(tokens.input_ids, torch.tensor(labels, dtype=torch.int64), list(classes), tokens.pad_id, strings,
+                       tokens.is_truncated)
+
+
+def padding_share(input_ids: torch.Tensor, pad_id: int) -> float:
+    """The share of a batch that is padding once DynamicPadding cuts it to its longest text."""
+    lengths = token_lengths(input_ids, pad_id)
+    if not len(lengths):
+        return 0.0
+    return 1.0 - float(lengths.sum()) / (len(lengths) * max(1, int(lengths.max())))
 
 
 class DynamicPadding(nn.Module):

@@ -20,6 +20,7 @@ from transferlab.config.checks import check_config
 from transferlab.data.datamodule import TransferDataModule
 from transferlab.data.feature_cache import FeatureCache, FeatureDataModule, state_dict_digest
 from transferlab.data.loaders import rank_batch_size
+from transferlab.data.token_cache import CachedTokenize, TokenCache
 from transferlab.data.transforms import AugmentConfig
 from transferlab.errors import ConfigError
 from transferlab.finetune.callback import FinetuneCallback
@@ -74,7 +75,18 @@ def make_backbone(cfg: DictConfig, weights: str) -> Backbone:
 
 def make_datamodule(cfg: DictConfig, backbone: Backbone) -> TransferDataModule:
     augment = AugmentConfig(**plain(cfg.data.augment)) if cfg.data.get("augment") else None
-    return datamodule_for(cfg, backbone.batch_transform(augment), backbone.storage_size, getattr(backbone, "tokenize", None))
+    return datamodule_for(cfg, backbone.batch_transform(augment), backbone.storage_size, make_tokenize(cfg, backbone))
+
+
+def make_tokenize(cfg: DictConfig, backbone: Backbone):
+    """A text backbone's tokenize for the sources, through the token cache unless data.token_cache=false."""
+    tokenize = getattr(backbone, "tokenize", None)
+    identity = getattr(backbone, "tokenizer_identity", None)  # a key for the cache; without one, no cache
+    if tokenize is None or identity is None or not cfg.data.get("token_cache", True):
+        return tokenize
+    cache = TokenCache(cfg.paths.cache_dir)
+    log.info("token cache: %s", cache.root / "tokens")
+    return CachedTokenize(tokenize, identity(), backbone.max_length, cache)
 
 
 def datamodule_for(cfg: DictConfig, transform, storage_size: int, tokenize=None) -> TransferDataModule:
@@ -94,6 +106,9 @@ def datamodule_for(cfg: DictConfig, transform, storage_size: int, tokenize=None)
         num_workers=int(d.get("num_workers") or 0),
         seed=int(d.get("seed", cfg.seed)),
         tokenize=tokenize,
+        # Off where the key is missing: a run from before it existed resumes in the order it began with.
+        bucket_by_length=bool(d.get("bucket_by_length", False)),
+        bucket_size_multiplier=int(d.get("bucket_size_multiplier") or 50),
     )
 
 

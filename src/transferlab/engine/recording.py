@@ -105,6 +105,7 @@ def completed_record(cfg: DictConfig, run: Run, outcome: Outcome, *, choices: di
         ),
         config=run_config(cfg, choices, run),
         data_sizes=run.datamodule.split_sizes(),
+        truncated=run.datamodule.truncated,
         trained=outcome.trained,
         weights_loaded=run.backbone.weights,
         best_checkpoint=outcome.best_checkpoint,

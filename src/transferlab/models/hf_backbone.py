@@ -9,6 +9,8 @@ architecture family, so `unfreeze_top=k` means the top k layers.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import warnings
@@ -142,13 +144,51 @@ class HFTextBackbone:
         separators (BERT: [CLS] text [SEP] pair [SEP]), the longer of the two cut first when too long."""
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} pair texts")
-        lengths = [len(ids) for ids in self.tokenizer(texts, pairs, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]]
-        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length, padding="max_length", return_tensors="pt")
-        truncated = sum(n > self.max_length for n in lengths)
+        ids, cut = _encode(self.tokenizer, texts, pairs, self.max_length)
+        truncated = int(cut.sum())
         if texts:
             log.info("tokenized %d %s at max_length %d: %d (%.1f %%) truncated", len(texts), "texts" if pairs is None else "text pairs",
                      self.max_length, truncated, 100 * truncated / len(texts))
-        return Tokens(enc["input_ids"].to(torch.int64), int(self.tokenizer.pad_token_id), truncated)
+        return Tokens(ids, int(self.tokenizer.pad_token_id), truncated, cut)
+
+    def tokenizer_identity(self) -> dict:
+        """What decides the ids `tokenize` gives a text, apart from max_length (the token cache's key)."""
+        import transformers
+
+        tok = self.tokenizer
+        return {"class": type(tok).__name__, "name_or_path": str(tok.name_or_path), "vocab_size": int(tok.vocab_size),
+                "size": len(tok), "truncation_side": str(tok.truncation_side), "digest": _tokenizer_digest(tok),
+                "transformers": transformers.__version__}
+
+
+def _encode(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids right-padded to max_length (int64 [N, max_length]) and which texts were cut (bool [N]), from
+    one pass of the tokenizer. A fast tokenizer keeps what truncation cut off in each encoding's
+    `overflowing`; a Python one says so per text when asked for its overflowing tokens."""
+    if not texts:
+        return torch.empty(0, max_length, dtype=torch.int64), torch.empty(0, dtype=torch.bool)
+    options = dict(truncation=True, max_length=max_length, padding="max_length", padding_side="right")
+    enc = tokenizer(texts, pairs, return_tensors="pt", **options)
+    if enc.encodings is not None:
+        cut = torch.tensor([len(e.overflowing) > 0 for e in enc.encodings], dtype=torch.bool)
+        return enc["input_ids"].to(torch.int64), cut
+    # A Python tokenizer encodes text by text anyway; asked per text, its overflow cannot misalign.
+    rows = [tokenizer(t, None if pairs is None else pairs[i], return_overflowing_tokens=True, **options) for i, t in enumerate(texts)]
+    ids = torch.tensor([r["input_ids"] for r in rows], dtype=torch.int64)
+    return ids, torch.tensor([bool(r.get("overflowing_tokens")) for r in rows], dtype=torch.bool)
+
+
+def _tokenizer_digest(tokenizer) -> str:
+    """Hash of the vocabulary and rules: the backend's JSON for a fast tokenizer (without the
+    truncation and padding it is left with by its last call), else the vocabulary and special tokens."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+    else:
+        spec = {"vocab": sorted(tokenizer.get_vocab().items()), "special": sorted(map(str, tokenizer.all_special_tokens))}
+    return hashlib.blake2b(json.dumps(spec, sort_keys=True).encode(), digest_size=20).hexdigest()
 
 
 @register_backbone("hf")
