@@ -272,3 +272,19 @@ def test_bbc_news_is_the_packaged_corpus(encoder):
     splits = load_source("bbc_news", {"test_fraction": 0.3}, SourceContext(tokenize=backbone_of(encoder).tokenize))
     assert splits.train.classes == ["business", "entertainment", "politics", "sports", "tech"]
     assert len(splits.train) + len(splits.test) == 2225 and len(splits.test) == 667  # 30 % of each class, rounded
+
+
+@pytest.mark.slow
+def test_a_text_run_trains_under_ddp_on_cpu(encoder, texts, tmp_path):
+    # Length buckets are cut from the global batch before each rank takes its share, so the two
+    # processes see disjoint halves of batches of like length; the job's process writes one record.
+    from test_cli import run_cli
+
+    proc = run_cli("train.py", [*TEXT_RUN, f"model.name={encoder}", f"model.weights=file:{encoder}", f"data.source_args.root={texts}",
+                                "trainer=ddp_cpu", "strategy=partial", "trainer.max_epochs=3", "data.batch_size=8"], tmp_path)
+    assert proc.stdout.count("test accuracy") == 1
+    (run_dir,) = list((tmp_path / "logs" / "train" / "runs").iterdir())
+    assert "DDP: 2 processes on CPU; data.batch_size=8 is the global batch, 4 per process" in (run_dir / "train.log").read_text()
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["status"] == "completed" and m["config"]["modality"] == "text" and m["test"]["acc"] > 0.5
+    assert sum(map(sum, m["confusion"]["matrix"])) == m["data_sizes"]["test"]

@@ -75,8 +75,9 @@ class EpochOrder(Sampler[int]):
     A resumed run (or a re-run of the same command) sees the very same order in every epoch, which
     a sampler drawing from the global RNG cannot promise once the run restarts mid-training.
     Under DDP each rank takes every world_size-th index of the epoch's order: the training split
-    drops the tail so every rank takes the same number of steps (DDP needs it); eval splits pad
-    with the first indices instead (like DistributedSampler), so every image is scored.
+    drops the tail so every rank takes the same number of steps (DDP needs it); eval splits are
+    shared out unevenly instead, every example scored exactly once (DistributedSampler's padding
+    would score a few twice, and the gathered metrics would count them twice).
 
     With `lengths`, the training order is length-bucketed into batches of `batch_size` (the global
     batch: each rank's share of a bucketed batch is its batch of that step) and the eval order goes
@@ -100,10 +101,7 @@ class EpochOrder(Sampler[int]):
     def _epoch_order(self) -> torch.Tensor:
         """The whole epoch's order, before it is shared out among the ranks."""
         if not self.shuffle:
-            order = torch.arange(self.size) if self.lengths is None else longest_first(self.lengths)
-            if self.world_size > 1 and self.size % self.world_size:
-                order = torch.cat([order, order[: self.world_size - self.size % self.world_size]])
-            return order
+            return torch.arange(self.size) if self.lengths is None else longest_first(self.lengths)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.size, generator=g)
         order = order[: self.size - self.size % self.world_size]
@@ -121,7 +119,9 @@ class EpochOrder(Sampler[int]):
     def __len__(self) -> int:
         if self.world_size == 1:
             return self.size
-        return self.size // self.world_size if self.shuffle else math.ceil(self.size / self.world_size)
+        if self.shuffle:
+            return self.size // self.world_size
+        return len(range(self.rank, self.size, self.world_size))
 
 
 class EpochBatches(Sampler[list[int]]):
