@@ -72,6 +72,11 @@ def texts(tmp_path_factory):
     return make_texts(tmp_path_factory.mktemp("texts") / "tree")
 
 
+@pytest.fixture(scope="module")
+def backbone(encoder):
+    return backbone_of(encoder)
+
+
 def backbone_of(folder: Path, **data):
     return build_backbone("hf", model={"name": str(folder)}, data={"max_length": 32, **data}, weights=f"file:{folder}")
 

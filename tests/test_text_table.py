@@ -13,23 +13,13 @@ import torch
 
 from test_bad_input import error_line, run
 from test_cli import metrics_of
-from test_text import backbone_of, make_encoder
+from test_text import backbone, encoder  # noqa: F401 (fixtures)
 
 from transferlab.data.sources import SourceContext, load_source
 from transferlab.data.text import PAIR_SEPARATOR
 from transferlab.errors import ConfigError, DataError
 
 CLS, SEP = 2, 3  # make_encoder's vocabulary
-
-
-@pytest.fixture(scope="module")
-def encoder(tmp_path_factory):
-    return make_encoder(tmp_path_factory.mktemp("enc") / "bert")
-
-
-@pytest.fixture(scope="module")
-def backbone(encoder):
-    return backbone_of(encoder)
 
 
 @pytest.fixture

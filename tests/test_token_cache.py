@@ -6,23 +6,13 @@ import logging
 import pytest
 import torch
 
-from test_text import backbone_of, make_encoder, make_texts
+from test_text import backbone, backbone_of, encoder, make_encoder, make_texts  # noqa: F401 (fixtures)
 
 from transferlab.data.datamodule import TransferDataModule
 from transferlab.data.text import Tokens
 from transferlab.data.token_cache import CachedTokenize, TokenCache, make_token_key
 
 TEXTS = ["w1 w2 w3", "w4 " * 40, "w5", "w6 " * 30, "w7 " * 31]  # 30 words + [CLS] + [SEP] fill 32 exactly
-
-
-@pytest.fixture(scope="module")
-def encoder(tmp_path_factory):
-    return make_encoder(tmp_path_factory.mktemp("enc") / "bert")
-
-
-@pytest.fixture(scope="module")
-def backbone(encoder):
-    return backbone_of(encoder)
 
 
 class Counting:

@@ -110,3 +110,13 @@ def read_or_build(path: Path, read: Callable[[Path], T], build: Callable[[], T],
         value = build()
         write(path, value)
         return Cached(value, hit=False, stale=stale)
+
+
+@dataclass
+class CacheStats:
+    """What one run's cache lookups did."""
+
+    hits: int = 0
+    built: int = 0  # no file yet
+    rebuilt: int = 0  # a stale or corrupt file replaced
+    build_s: float = 0.0  # time spent making what was missing (the backbone's features, the tokenizer's ids)

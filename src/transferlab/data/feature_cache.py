@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from transferlab.data.batch import Batch
-from transferlab.data.cache_files import CacheFileError, JsonKey, load_blob, read_or_build, safe_name, save_blob
+from transferlab.data.cache_files import CacheFileError, CacheStats, JsonKey, load_blob, read_or_build, safe_name, save_blob
 from transferlab.data.loaders import batch_loader
 from transferlab.data.transforms import BatchPreprocess
 from transferlab.utils.seeding import seed_training_batch
@@ -159,14 +159,6 @@ def extract_features(
 
 
 # --- the cache -----------------------------------------------------------------------------------
-@dataclass
-class CacheStats:
-    hits: int = 0
-    built: int = 0  # no file yet
-    rebuilt: int = 0  # a stale or corrupt file replaced
-    extract_s: float = 0.0  # time spent running the backbone
-
-
 class FeatureCache:
     """Feature files under `root`, one per (split, view), named by their key's hash."""
 
@@ -197,7 +189,7 @@ class FeatureCache:
         def extract() -> torch.Tensor:
             t0 = time.perf_counter()
             features = build().float().contiguous()
-            self.stats.extract_s += time.perf_counter() - t0
+            self.stats.build_s += time.perf_counter() - t0
             if tuple(features.shape) != expected:
                 raise RuntimeError(f"feature extraction gave {tuple(features.shape)}, expected {expected}")
             return features

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from transferlab.data.cache_files import CacheFileError, JsonKey, load_blob, read_or_build, safe_name, save_blob
+from transferlab.data.cache_files import CacheFileError, CacheStats, JsonKey, load_blob, read_or_build, safe_name, save_blob
 from transferlab.data.text import Tokenize, Tokens
 
 log = logging.getLogger(__name__)
@@ -68,20 +68,12 @@ def make_token_key(tokenizer: dict, max_length: int, texts: Sequence) -> TokenKe
     return TokenKey(tuple(sorted(tokenizer.items())), int(max_length), texts_digest(texts), len(texts))
 
 
-@dataclass
-class TokenCacheStats:
-    hits: int = 0
-    built: int = 0  # no file yet
-    rebuilt: int = 0  # a stale or corrupt file replaced
-    tokenize_s: float = 0.0  # time spent in the tokenizer
-
-
 class TokenCache:
     """Token-id files under `root`/tokens, one per list of texts, named by their key's hash."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
-        self.stats = TokenCacheStats()
+        self.stats = CacheStats()
 
     def path_for(self, key: TokenKey) -> Path:
         # A folder per tokenizer, for people clearing the cache by hand; the hash alone names the file.
@@ -111,7 +103,7 @@ class TokenCache:
         def build() -> Tokens:
             t0 = time.perf_counter()
             tokens = tokenize()
-            self.stats.tokenize_s += time.perf_counter() - t0
+            self.stats.build_s += time.perf_counter() - t0
             if tuple(tokens.input_ids.shape) != expected:
                 raise RuntimeError(f"tokenize gave ids of shape {tuple(tokens.input_ids.shape)}, expected {expected}")
             return tokens

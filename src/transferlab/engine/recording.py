@@ -118,7 +118,7 @@ def completed_record(cfg: DictConfig, run: Run, outcome: Outcome, *, choices: di
     )
     if outcome.features is not None:
         cache = outcome.features.cache.stats
-        record.time.features_s = round(cache.extract_s, 2)
+        record.time.features_s = round(cache.build_s, 2)
         record.feature_cache = {
             "dir": str(outcome.features.cache.root),
             "hits": cache.hits, "built": cache.built, "rebuilt": cache.rebuilt,
