@@ -293,3 +293,21 @@ def test_a_text_run_trains_under_ddp_on_cpu(encoder, texts, tmp_path):
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["status"] == "completed" and m["config"]["modality"] == "text" and m["test"]["acc"] > 0.5
     assert sum(map(sum, m["confusion"]["matrix"])) == m["data_sizes"]["test"]
+
+
+@pytest.mark.slow
+def test_setfit_refit_checkpoint_is_what_eval_scores(encoder, texts, tmp_path, monkeypatch, capsys):
+    # The refitted head was tested on cached features of the tuned encoder; eval.py runs the same
+    # checkpoint through the encoder on the texts and must agree.
+    from transferlab import eval as eval_cli
+    from transferlab import train as train_cli
+
+    args = [*TEXT_RUN, f"model.name={encoder}", f"model.weights=file:{encoder}", f"data.source_args.root={texts}", "strategy=setfit"]
+    code, _, err = run(train_cli.main, args, tmp_path / "train", monkeypatch, capsys)
+    assert code == 0, err[-3000:]
+    m, _ = metrics_of(tmp_path / "train")
+    assert m["best_checkpoint"].endswith("refit.ckpt") and m["feature_cache"]["test_on"] == "cached_features"
+    code, _, err = run(eval_cli.main, [f"ckpt_path={m['best_checkpoint']}"], tmp_path / "eval", monkeypatch, capsys, "eval.py")
+    assert code == 0, err[-2000:]
+    evaluated = json.loads(next((tmp_path / "eval").rglob("eval_metrics.json")).read_text())["metrics"]
+    assert abs(evaluated["acc"] - m["test"]["acc"]) < 1e-3, (evaluated, m["test"])
