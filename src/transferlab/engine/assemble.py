@@ -220,10 +220,15 @@ def finetune_callback(trainer: pl.Trainer) -> FinetuneCallback:
 
 def maybe_compile(cfg: DictConfig, module: TransferModule) -> None:
     """trainer.compile=true: torch.compile the backbone in place (state-dict keys unchanged, so
-    checkpoints stay loadable without it). Pays off on GPUs after the first, slower steps."""
-    if cfg.trainer.get("compile"):
-        log.info("torch.compile: compiling the backbone (the first steps are slow)")
-        module.backbone.compile()
+    checkpoints stay loadable without it). Pays off on GPUs after the first, slower steps. A
+    string names torch.compile's backend instead of its default (`eager` traces without code
+    generation: scripts/gpu_check.py's CPU smoke run)."""
+    choice = cfg.trainer.get("compile")
+    if not choice:
+        return
+    backend = choice if isinstance(choice, str) else "inductor"
+    log.info("torch.compile (%s): compiling the backbone (the first steps are slow)", backend)
+    module.backbone.compile(backend=backend)
 
 
 def _check_devices(cfg: DictConfig, trainer: pl.Trainer) -> None:
