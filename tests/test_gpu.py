@@ -63,7 +63,7 @@ def test_gpu_trainer_trains_on_cuda_with_bf16_and_transforms_on_the_device(tmp_p
 
 
 def test_compiled_backbone_trains_and_keeps_plain_checkpoint_keys(tmp_path):
-    record = train(config(tmp_path, "strategy=full", "trainer.compile=true"))
+    record = train(config(tmp_path, "strategy=full", "trainer.compile=true", "trainer.max_epochs=1", "test=false"))
     assert record["status"] == "completed"
     state = torch.load(record["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
     assert not any("_orig_mod" in k for k in state)  # loadable without compiling
