@@ -198,3 +198,18 @@ def test_slurm_launcher_takes_its_shape_from_the_trainer(tmp_path):
     assert shape(multi) == (3, 4, 4)  # one task per GPU
     assert shape(single) == (1, 1, 2)  # one task that spawns a rank per GPU
     assert shape(cpu) == (1, 1, 0)
+
+
+def test_lightning_ddp_started_alone_on_one_machine_is_left_to_lightning(tmp_path):
+    # A single run: Lightning starts the other local rank by running the command line again (with
+    # LOCAL_RANK set, so the run-dir guard and the run's files leave it alone). Only building here.
+    trainer = make_trainer(config(tmp_path, *CPU_NODES, "trainer.num_nodes=1", "trainer.devices=2"), logger=False)
+    assert trainer.world_size == 2 and type(trainer.strategy.launcher).__name__ == "_SubprocessScriptLauncher"
+
+
+def test_lightning_ddp_started_alone_in_a_multirun_is_refused(tmp_path, monkeypatch):
+    from transferlab.utils import ddp_layout
+
+    monkeypatch.setattr(ddp_layout, "_in_multirun", lambda: True)  # its command line is the whole sweep
+    with pytest.raises(ConfigError, match=r"^trainer.num_nodes=1 x trainer.devices=2: .* started alone"):
+        make_trainer(config(tmp_path, *CPU_NODES, "trainer.num_nodes=1", "trainer.devices=2"), logger=False)

@@ -5,9 +5,10 @@ Two ways to run DDP, and what each needs (docs/multinode.md):
   machine only; a launcher that started several processes would get ranks spawned in each.
 - trainer=multinode: Lightning's DDP, every rank started by the cluster (srun under
   launcher=slurm, torchrun, or by hand with LOCAL_RANK / NODE_RANK). Started alone, Lightning
-  would run the command line again for the other ranks, which starts a Hydra sweep over; and the
-  launcher's count must be trainer.num_nodes x trainer.devices, or the first collective waits
-  for ranks that never come.
+  would run the command line again for this machine's other ranks: the other machines never
+  join, and in a multirun that starts the Hydra sweep over (a single run on one machine is left
+  to it). The launcher's count must be trainer.num_nodes x trainer.devices, or the first
+  collective waits for ranks that never come.
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def check_process_layout(trainer) -> None:
             )
         return
     expected = nodes * devices
-    if expected > 1 and not strategy.cluster_environment.creates_processes_externally:
+    # Started alone, Lightning's DDP starts this machine's other ranks by running the command line
+    # again: right for a single run on one machine, but other machines never join, and in a
+    # multirun the command line is the whole sweep.
+    if expected > 1 and not strategy.cluster_environment.creates_processes_externally and (nodes > 1 or _in_multirun()):
         raise ConfigError(
             f"trainer.num_nodes={nodes} x trainer.devices={devices}: trainer=multinode trains in processes that "
             "SLURM (launcher=slurm), torchrun or you start, one per device, and this one was started alone "
@@ -68,3 +72,13 @@ def check_process_layout(trainer) -> None:
             f"the launcher started {launched} processes (WORLD_SIZE or SLURM_NTASKS) but trainer.num_nodes={nodes} "
             f"x trainer.devices={devices} is {expected}: make them agree; {_DOC}"
         )
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # not under Hydra
+        return False
