@@ -153,6 +153,13 @@ def test_slurm_allocation_must_match_the_trainer(tmp_path, monkeypatch):
     assert (trainer.world_size, type(trainer.strategy.cluster_environment).__name__) == (4, "SLURMEnvironment")
 
 
+def test_a_shell_inside_an_allocation_is_one_process(tmp_path, monkeypatch):
+    # salloc -n 4 exports SLURM_NTASKS=4 to the shell, which srun did not start (no SLURM_PROCID).
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert ranks.launched_world_size() == 1
+    assert make_trainer(config(tmp_path, "trainer=ddp_cpu"), logger=False).world_size == 2
+
+
 def test_spawned_ranks_in_a_slurm_task_number_themselves(tmp_path, monkeypatch):
     # One SLURM task (launcher=slurm with trainer=ddp_cpu): SLURM's environment would give both spawned
     # ranks the task's rank 0 in a world of 1, and each would train alone.

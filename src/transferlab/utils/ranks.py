@@ -43,12 +43,12 @@ def process_tag() -> str:
 
 def launched_world_size() -> int:
     """How many processes a launcher started for this job: WORLD_SIZE (torchrun, by hand),
-    SLURM_NTASKS (srun); 1 without a launcher."""
-    for name in ("WORLD_SIZE", "SLURM_NTASKS"):
-        size = _env_int(name)
-        if size is not None:
-            return size
-    return 1
+    SLURM_NTASKS (srun); 1 without a launcher. SLURM_NTASKS counts only in a task srun started
+    (SLURM_PROCID set): a shell inside an allocation (salloc) has it too, and is one process."""
+    size = _env_int("WORLD_SIZE")
+    if size is None and "SLURM_PROCID" in os.environ:
+        size = _env_int("SLURM_NTASKS")
+    return size if size is not None else 1
 
 
 def slurm_layout() -> tuple[int, int] | None:
