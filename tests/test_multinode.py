@@ -186,7 +186,7 @@ def test_process_names(monkeypatch, env, first, tag):
 
 
 def test_slurm_gpus_follow_the_trainer():
-    assert [slurm_gpus("gpu", 4), slurm_gpus("auto", 1), slurm_gpus("cpu", 2), slurm_gpus("gpu", [0, 1])] == [4, 1, 0, 2]
+    assert [slurm_gpus("gpu", 4), slurm_gpus("auto", 1), slurm_gpus("cpu", 2), slurm_gpus("gpu", [0, 1])] == [4, 1, None, 2]
     with pytest.raises(ConfigError, match=r"^launcher=slurm needs trainer.devices as a count of GPUs per node \(got 'auto'\)"):
         slurm_gpus("gpu", "auto")
 
@@ -204,7 +204,7 @@ def test_slurm_launcher_takes_its_shape_from_the_trainer(tmp_path):
 
     assert shape(multi) == (3, 4, 4)  # one task per GPU
     assert shape(single) == (1, 1, 2)  # one task that spawns a rank per GPU
-    assert shape(cpu) == (1, 1, 0)
+    assert shape(cpu) == (1, 1, None)  # no --gpus-per-node at all
 
 
 def test_lightning_ddp_started_alone_on_one_machine_is_left_to_lightning(tmp_path):

@@ -35,10 +35,11 @@ def job_devices(default: int) -> int:
     return len(ids) or int(default)
 
 
-def slurm_gpus(accelerator, devices) -> int:
-    """GPUs per node that launcher=slurm asks for: the trainer's device count, none on the CPU."""
+def slurm_gpus(accelerator, devices) -> int | None:
+    """GPUs per node that launcher=slurm asks for: the trainer's device count; None on the CPU,
+    which leaves --gpus-per-node out of the job rather than ask SLURM for zero of them."""
     if str(accelerator) == "cpu":
-        return 0
+        return None
     if isinstance(devices, int) and devices >= 1:
         return devices
     if isinstance(devices, (list, ListConfig)):
