@@ -85,3 +85,11 @@ bench-export: install
 .PHONY: bench-text
 bench-text: install
 	$(BIN)/python scripts/bench_text.py $(ARGS)
+
+# The prepared GPU check (scripts/gpu_check.sh): tests marked gpu, Lite0 throughput at 224 px in
+# fp32 / bf16 / channels_last / torch.compile against the model alone, launcher=parallel with 3 jobs
+# on 1 GPU, and the full Fashion-MNIST with Lite0 partial. Under 8 minutes on one GPU; writes
+# docs/benchmarks_gpu.md. ARGS="--smoke" runs every section tiny on the CPU (report in logs/).
+.PHONY: gpu-check
+gpu-check: install
+	PYTHON=$(BIN)/python scripts/gpu_check.sh $(ARGS)

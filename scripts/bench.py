@@ -125,7 +125,7 @@ def compose_cfg(args, work: Path, name: str, *extra: str):
         "data=fashion_mnist", f"data.source_args.root={args.data_root}", "data.source_args.download=false",
         f"data.image_size={args.image_size}", f"data.samples_per_class={args.images_per_class}",
         f"data.val_per_class={args.val_per_class}", f"data.batch_size={args.batch_size}",
-        "trainer.accelerator=cpu", "+trainer.enable_progress_bar=false", "logger=csv", f"seed={args.seed}",
+        f"trainer.accelerator={getattr(args, 'accelerator', 'cpu')}", "+trainer.enable_progress_bar=false", "logger=csv", f"seed={args.seed}",
         f"paths.root_dir={work}", f"paths.cache_dir={work / 'cache'}", f"paths.output_dir={work / name}",
         *extra,
     ]
@@ -153,20 +153,32 @@ def make_run_with_test_subset(args, cfg):
 
 # --- sections 1 and 2: training throughput --------------------------------------------------------
 class Clock:
-    """Images per second from the end of warm-up step `warmup` to the end of the last step."""
+    """Images per second from the end of warm-up step `warmup` to the end of the last step.
 
-    def __init__(self, warmup: int):
+    `sync` (torch.cuda.synchronize on a GPU) waits for queued kernels at the two ends of the
+    timed span, so the time is the device's and not only the time it took to queue the work;
+    a loop on a GPU calls finish() after its last step."""
+
+    def __init__(self, warmup: int, sync=None):
         self.warmup, self.count, self.images = warmup, 0, 0
         self.t0 = self.t1 = 0.0
+        self.sync = sync
 
     def step_done(self, batch_size: int) -> None:
         self.count += 1
+        if self.count == self.warmup and self.sync is not None:
+            self.sync()
         now = time.perf_counter()
         if self.count == self.warmup:
             self.t0 = now
         elif self.count > self.warmup:
             self.images += batch_size
             self.t1 = now
+
+    def finish(self) -> None:
+        if self.sync is not None and self.count > self.warmup:
+            self.sync()
+            self.t1 = time.perf_counter()
 
     @property
     def images_per_s(self) -> float:
@@ -219,16 +231,25 @@ def plain_loop(args, model: nn.Module, arrays, preprocess) -> float:
     return clock.images_per_s
 
 
-def model_alone(args, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def device_sync(device: torch.device):
+    """What Clock waits on for `device`: nothing on the CPU, whose work is done when it returns."""
+    return torch.cuda.synchronize if device.type == "cuda" else None
+
+
+def model_alone(args, model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: torch.dtype | None = None) -> float:
+    """Forward, backward and Adam step on one batch held where `x` is; `autocast`: bf16 mixed precision."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
-    clock = Clock(args.warmup)
+    clock = Clock(args.warmup, sync=device_sync(x.device))
     for _ in range(args.warmup + args.steps):
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast(x.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         clock.step_done(len(y))
+    clock.finish()
     return clock.images_per_s
 
 
@@ -257,10 +278,16 @@ def transferlab_loop(args, cfg, run, module=None, fixed_batch=None) -> float:
 
     class LightningClock(pl.Callback):
         def __init__(self):
-            self.clock = Clock(args.warmup)
+            self.clock = None
+
+        def on_train_start(self, trainer, module):
+            self.clock = Clock(args.warmup, sync=device_sync(trainer.strategy.root_device))
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             self.clock.step_done(len(batch))
+
+        def on_train_end(self, trainer, module):
+            self.clock.finish()
 
     with open_dict(cfg):
         cfg.callbacks = None  # no checkpoints: the step is what is measured

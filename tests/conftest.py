@@ -10,6 +10,16 @@ os.environ.setdefault("TRANSFERLAB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def pytest_collection_modifyitems(config, items):
+    # `gpu` tests run wherever CUDA is (scripts/gpu_check.sh selects them with -m gpu) and skip elsewhere.
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (marked gpu)")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def tiny_models():
     """Small members of four families, so group cutting is checked on each."""

@@ -151,6 +151,7 @@ def test_debug_runs_skip_the_schedule_check(tmp_path):
     ("strategy.lr=-1", "strategy.lr=-1 is outside its range: use a number > 0"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0 is outside its range: use a whole number >= 1"),
     ("trainer.max_epochs=-1", "trainer.max_epochs=-1 is outside its range"),
+    ("trainer.num_nodes=0", "trainer.num_nodes=0 is outside its range: use a whole number >= 1 (machines the run trains on"),
 ])
 def test_out_of_range_values_are_one_line_and_recorded_as_failed(tmp_path, monkeypatch, capsys, override, named):
     GlobalHydra.instance().clear()

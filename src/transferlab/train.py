@@ -26,6 +26,7 @@ from transferlab.errors import RunNotValid, cli, exit_with
 from transferlab.models.checkpoint import read_checkpoint
 from transferlab.record import FAILED, RunRecord
 from transferlab.utils.provenance import code_state
+from transferlab.utils.ranks import first_process
 from transferlab.utils.resolvers import register as register_resolvers
 
 log = logging.getLogger("transferlab.train")
@@ -102,7 +103,8 @@ def _reuse_finished(cfg: DictConfig, point: ResumePoint) -> dict:
     record = RunRecord.from_dict(point.finished)
     record.reused_from = str(point.source_dir)
     log.info("auto_resume: this job already completed in %s; reusing its metrics.json", point.source_dir)
-    write_record(cfg, record)
+    if first_process():
+        write_record(cfg, record)
     return record.to_dict()
 
 
@@ -141,12 +143,15 @@ def main(cfg: DictConfig | None = None) -> float | None:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _task(cfg: DictConfig) -> float | None:
     def record_failure(error: BaseException, status: str) -> None:
-        write_failure(cfg, failure_record(cfg, error, status, _overrides(), _choices()))
+        # Under trainer=multinode every rank gets here; the run dir's record is the first one's.
+        if first_process():
+            write_failure(cfg, failure_record(cfg, error, status, _overrides(), _choices()))
 
     metrics = run_guarded(cfg, train, record_failure)
     if metrics is None:
         return None
-    _report(metrics)
+    if first_process():
+        _report(metrics)
     if metrics["status"] == FAILED:
         # Trained, but not what the strategy says: the record keeps the metrics, the exit status tells.
         error = RunNotValid(metrics["error"])

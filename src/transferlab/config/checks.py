@@ -184,6 +184,8 @@ RULES: dict[str, Rule] = {
     "data.augment.ratio": Rule("pair", low=0.0, low_open=True),
     "data.augment.hflip": Rule("float", low=0.0, high=1.0),
     "trainer.max_epochs": Rule("int", low=1, hint=_EPOCHS_HINT),
+    "trainer.num_nodes": Rule("int", low=1, hint="machines the run trains on; more than 1 needs trainer=multinode"),
+    "trainer.tasks_per_node": Rule("int", low=1, hint="processes SLURM starts per node: 1, or trainer.devices under trainer=multinode"),
     "optim.name": Rule("str", choices=("adamw", "sgd")),
     "optim.schedule": Rule("str", choices=("cosine", "constant")),
     "optim.weight_decay": Rule("float", low=0.0),

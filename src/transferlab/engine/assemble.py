@@ -31,6 +31,7 @@ from transferlab.engine.module import TransferModule
 from transferlab.models.backbone import Backbone, build_backbone, count_params
 from transferlab.models.checkpoint import init_backbone_from, init_head_from, read_init_checkpoint
 from transferlab.models.heads import build_head
+from transferlab.utils.ddp_layout import check_process_layout
 from transferlab.utils.devices import held_devices
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ def _make_module(cfg: DictConfig, backbone: Backbone, head, strategy: Strategy, 
 
 # --- the trainer ---------------------------------------------------------------------------------
 # Keys of the trainer config that are ours, not pl.Trainer's (they ride with the device choice).
-TRAINER_EXTRA_KEYS = ("compile",)
+TRAINER_EXTRA_KEYS = ("compile", "tasks_per_node")
 
 
 def instantiate_trainer(cfg: DictConfig, **kwargs) -> pl.Trainer:
@@ -219,13 +220,19 @@ def finetune_callback(trainer: pl.Trainer) -> FinetuneCallback:
 
 def maybe_compile(cfg: DictConfig, module: TransferModule) -> None:
     """trainer.compile=true: torch.compile the backbone in place (state-dict keys unchanged, so
-    checkpoints stay loadable without it). Pays off on GPUs after the first, slower steps."""
-    if cfg.trainer.get("compile"):
-        log.info("torch.compile: compiling the backbone (the first steps are slow)")
-        module.backbone.compile()
+    checkpoints stay loadable without it). Pays off on GPUs after the first, slower steps. A
+    string names torch.compile's backend instead of its default (`eager` traces without code
+    generation: scripts/gpu_check.py's CPU smoke run)."""
+    choice = cfg.trainer.get("compile")
+    if not choice:
+        return
+    backend = choice if isinstance(choice, str) else "inductor"
+    log.info("torch.compile (%s): compiling the backbone (the first steps are slow)", backend)
+    module.backbone.compile(backend=backend)
 
 
 def _check_devices(cfg: DictConfig, trainer: pl.Trainer) -> None:
+    check_process_layout(trainer)
     held = held_devices()
     if held and len(held) != trainer.num_devices:
         # A held device the trainer leaves idle is one no other sweep job can use.
@@ -236,9 +243,12 @@ def _check_devices(cfg: DictConfig, trainer: pl.Trainer) -> None:
         )
     if trainer.world_size > 1:
         per_rank = rank_batch_size(int(cfg.data.batch_size), trainer.world_size, train=True)  # fails here, not in a rank
+        where = type(trainer.accelerator).__name__.replace("Accelerator", "")
+        if trainer.num_nodes > 1:
+            where += f", {trainer.num_nodes} nodes of {trainer.num_devices}"
         log.info(
             "DDP: %d processes on %s; data.batch_size=%d is the global batch, %d per process",
-            trainer.world_size, type(trainer.accelerator).__name__.replace("Accelerator", ""), int(cfg.data.batch_size), per_rank,
+            trainer.world_size, where, int(cfg.data.batch_size), per_rank,
         )
 
 

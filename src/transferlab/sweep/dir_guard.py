@@ -13,7 +13,6 @@ a sweep. A used dir ends the launch with one ``error:`` line naming the dir and 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from hydra.experimental.callback import Callback
 from transferlab.errors import OutputError, exit_with
 from transferlab.record import METRICS_FILE
 from transferlab.sweep.jobs import HYDRA_DIR, any_job_dir, job_dirs
+from transferlab.utils.ranks import first_process
 
 # What a run leaves in its dir: train.py's record, Hydra's resolved config, Lightning's checkpoints.
 RUN_FILES = (METRICS_FILE, f"{HYDRA_DIR}/config.yaml", "checkpoints")
@@ -54,9 +54,10 @@ def used_sweep_dir_error(sweep_dir: str | Path) -> OutputError | None:
 
 
 def _started_by_the_first_rank() -> bool:
-    # Lightning's `ddp` strategy (not the configs' spawned ranks) starts ranks 1.. by running the
-    # command line again with the first rank's hydra.run.dir: that dir is this run's own.
-    return os.environ.get("LOCAL_RANK", "0") not in ("", "0")
+    # Another rank of the same run: Lightning's `ddp` re-running the command line (LOCAL_RANK), or
+    # a rank that SLURM, torchrun or a user started (trainer=multinode) with the first rank's
+    # hydra.run.dir. That dir is this run's own, and only the first rank writes the run's files there.
+    return not first_process()
 
 
 class OutputDirGuard(Callback):

@@ -20,6 +20,11 @@ same way), and the CSV loggers' writers.
 
 SIGTERM to the job's process (a scheduler, a killed sweep) reaches the ranks too: they stop at the
 same step and this process raises SIGTERMException as a 1-process run does (see _forward_sigterm).
+
+The spawned ranks are this machine's alone, whatever cluster the job runs on: `SpawnDDPStrategy`
+numbers them itself (Lightning's own environment) rather than take SLURM's or torchrun's, which
+describe the job's one process. Runs over several machines, where the cluster starts every rank,
+are trainer=multinode (utils/ddp_layout.py checks which layout a run has).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import warnings
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -177,6 +183,9 @@ class SpawnDDPStrategy(DDPStrategy):
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("start_method", "spawn")
+        # Left to Lightning, a SLURM job's environment would be chosen, and every spawned rank would
+        # take the job's SLURM_PROCID as its rank and SLURM_NTASKS as the world: each trains alone.
+        kwargs.setdefault("cluster_environment", LightningEnvironment())
         super().__init__(**kwargs)
 
     def _configure_launcher(self) -> None:
