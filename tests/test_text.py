@@ -40,6 +40,12 @@ def make_encoder(folder: Path, family: str = "bert") -> Path:
     elif family == "roberta":
         model = RobertaModel(RobertaConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=48,
                                            pad_token_id=0, **{**size, "max_position_embeddings": 66}))
+    elif family == "deberta":  # as deberta-v3: relative attention, its embeddings normed in the encoder
+        from transformers import DebertaV2Config, DebertaV2Model
+
+        model = DebertaV2Model(DebertaV2Config(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=48,
+                                               relative_attention=True, position_biased_input=False, pos_att_type=["p2c", "c2p"],
+                                               norm_rel_ebd="layer_norm", max_relative_positions=-1, position_buckets=16, **size))
     else:
         raise ValueError(family)
     model.save_pretrained(folder)
@@ -82,12 +88,16 @@ def backbone_of(folder: Path, **data):
 
 
 # --- the backbone ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta"])
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta", "deberta"])
 def test_block_groups_are_embeddings_then_each_layer(tmp_path, family):
     backbone = backbone_of(make_encoder(tmp_path / family, family))
     groups = backbone.block_groups()
     assert len(groups) == 4  # embeddings + 3 layers (the pooler is dropped: pooling is ours)
-    assert all("embeddings" in n for n in groups[0].param_names)
+    # DeBERTa-v2's relative-position table and its norm sit in the encoder but are read by every
+    # layer: they belong with the embeddings, below the first layer.
+    assert all("embeddings" in n or (family == "deberta" and n.startswith("encoder.LayerNorm.")) for n in groups[0].param_names)
+    if family == "deberta":
+        assert {"encoder.rel_embeddings.weight", "encoder.LayerNorm.weight"} <= set(groups[0].param_names)
     for i, g in enumerate(groups[1:]):
         assert all(f"layer.{i}." in n for n in g.param_names), (family, g.param_names[:2])
     named = {n for n, _ in backbone.model.named_parameters()}
