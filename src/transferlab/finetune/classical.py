@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix, multiclass_f1_score
 
 from transferlab.data.arrays import ImageArrays, TokenArrays
+from transferlab.utils.io import atomic_write
 
 
 class ClassicalModel(Protocol):
@@ -43,9 +44,4 @@ def scores(model: ClassicalModel, arrays, num_classes: int) -> tuple[dict, list[
 
 
 def save_model(model: ClassicalModel, path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(model, f)
-    tmp.replace(path)
-    return str(path)
+    return str(atomic_write(path, lambda f: pickle.dump(model, f)))

@@ -229,9 +229,10 @@ class ClassicalStrategy(Strategy):
 
     def check_modality(self, modality: str) -> None:
         if modality != self.modality:
-            other = "tfidf_lr" if modality == "text" else "pixel_lr"
+            others = sorted(n for n, s in STRATEGIES.items() if getattr(s, "modality", None) == modality)
+            instead = f"strategy={' or '.join(others)}" if others else "another strategy"
             raise ConfigError(f"strategy={self.name} reads {self.modality}s, and this run's model takes {modality}s: "
-                              f"use strategy={other}, or a {self.modality} model and data")
+                              f"use {instead}, or a {self.modality} model and data")
 
     def fit_classical(self, train, val, num_classes: int):
         raise NotImplementedError
