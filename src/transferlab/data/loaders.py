@@ -181,6 +181,18 @@ def rank_batch_size(batch_size: int, world_size: int, train: bool) -> int:
     return max(1, math.ceil(batch_size / world_size))
 
 
+def _epoch_to_come(trainer: pl.Trainer | None) -> int:
+    """The epoch the next training batches belong to.
+
+    Lightning creates the training iterator while it sets up the data, before its set_epoch(); a
+    DataLoader with workers draws its first batches' indices right then. After a resume the order
+    must already be the restored epoch's, or that epoch replays epoch 0's batches. This is the
+    number Lightning passes to set_epoch() (trainer.current_epoch is updated only later).
+    """
+    progress = getattr(getattr(trainer, "fit_loop", None), "epoch_progress", None)
+    return int(progress.current.processed) if progress is not None else 0
+
+
 def batch_loader(
     inputs: torch.Tensor, labels: torch.Tensor, *, trainer: pl.Trainer | None, batch_size: int, shuffle: bool, seed: int,
     num_workers: int = 0, pin_memory: bool = False, field: str = "images", lengths: torch.Tensor | None = None,
@@ -198,6 +210,7 @@ def batch_loader(
         len(labels), rank_batch_size(batch_size, world, train=shuffle), shuffle=shuffle, seed=seed, rank=rank, world_size=world,
         lengths=lengths, bucket_size_multiplier=bucket_size_multiplier,
     )
+    batches.set_epoch(_epoch_to_come(trainer))
     return DataLoader(
         InMemoryBatches(inputs, labels, field), batch_sampler=batches, collate_fn=_as_is,
         num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory,

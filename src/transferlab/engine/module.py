@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
@@ -14,6 +16,17 @@ from transferlab.finetune.optim import OptimConfig, build_optimizer, build_sched
 from transferlab.finetune.plan import FinetunePlan
 from transferlab.models.backbone import Backbone, count_params
 from transferlab.models.checkpoint import CHECKPOINT_FORMAT, check_fits
+
+
+def planned_steps(trainer: pl.Trainer, batches_per_epoch: int) -> int:
+    """The optimizer steps of the whole fit: what trainer.estimated_stepping_batches says, without
+    making the training iterator. Lightning makes it to count the batches, before a resumed fit has
+    restored its epoch; a DataLoader with workers then draws its first batches right away, from
+    epoch 0's order, and the first epoch after the resume replays them (tests/test_storage.py)."""
+    limit = trainer.limit_train_batches  # fast_dev_run and overfit_batches set it too
+    batches = min(batches_per_epoch, int(limit)) if isinstance(limit, int) else int(batches_per_epoch * limit)
+    steps = math.ceil(batches / trainer.accumulate_grad_batches) * max(trainer.max_epochs or 1, 1)
+    return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
 
 
 class TransferModule(pl.LightningModule):
@@ -164,7 +177,7 @@ class TransferModule(pl.LightningModule):
     def configure_optimizers(self):
         groups, units = param_groups(self.plan, self.backbone, self.head, self.plan.config.lr, self.optim_cfg.weight_decay)
         optimizer = build_optimizer(self.optim_cfg, groups)
-        total = int(self.trainer.estimated_stepping_batches)
+        total = planned_steps(self.trainer, len(self.trainer.datamodule.train_dataloader()))
         epochs = max(1, self.trainer.max_epochs or 1)
         clock = self.optim_cfg.clock(steps_per_epoch=max(1, total // epochs), total_steps=total)
         scheduler = build_scheduler(optimizer, self.plan, units, clock)
