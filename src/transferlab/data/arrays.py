@@ -39,6 +39,10 @@ class ImageArrays:
     def inputs(self) -> torch.Tensor:
         return self.images
 
+    @property
+    def nbytes(self) -> int:
+        return self.images.nbytes + self.labels.nbytes
+
     def subset(self, idx: torch.Tensor) -> "ImageArrays":
         idx = torch.as_tensor(idx, dtype=torch.long)
         return ImageArrays(self.images[idx].contiguous(), self.labels[idx], list(self.classes))
@@ -80,6 +84,10 @@ class TokenArrays:
     @property
     def inputs(self) -> torch.Tensor:
         return self.input_ids
+
+    @property
+    def nbytes(self) -> int:
+        return self.input_ids.nbytes + self.labels.nbytes
 
     def subset(self, idx: torch.Tensor) -> "TokenArrays":
         idx = torch.as_tensor(idx, dtype=torch.long)

@@ -1,8 +1,9 @@
 """The DataModule: a source's splits, carved and subsampled, served as Batches.
 
-Sources (data/sources/) hold every split in memory; batches are gathered by index (data/loaders.py)
-and turned into the backbone's input on the device, once per batch, by the transform the backbone
-supplies (for images: BatchPreprocess, data/transforms.py).
+Sources (data/sources/) hold every split in memory, or, for image folders with data.storage=stream,
+as rows of LitData chunks (data/stream_store.py); either way batches are gathered by index in the
+same order (data/loaders.py) and turned into the backbone's input on the device, once per batch, by
+the transform the backbone supplies (for images: BatchPreprocess, data/transforms.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from transferlab.data.arrays import ImageArrays
 from transferlab.data.batch import Batch
 from transferlab.data.loaders import batch_loader
 from transferlab.data.sources import SourceContext, load_source
+from transferlab.data.storage import Storage, human_bytes
+from transferlab.data.stream_store import StreamedImages
 from transferlab.data.subsample import stratified_split
 from transferlab.errors import DataError
 from transferlab.utils.seeding import seed_training_batch
@@ -40,6 +43,8 @@ class TransferDataModule(pl.LightningDataModule):
         transform: BatchTransform,
         source_args: dict[str, Any] | None = None,
         storage_size: int = 224,
+        storage: Storage = Storage(),
+        stream_workers: int = 0,
         samples_per_class: int | None = None,
         train_fraction: float | None = None,
         val_per_class: int | None = None,
@@ -57,6 +62,9 @@ class TransferDataModule(pl.LightningDataModule):
         self.source_args = dict(source_args or {})
         self.transform = transform
         self.storage_size = storage_size
+        self.storage = storage
+        # Streamed splits are read from disk by the DataLoader's workers; in-memory ones need none.
+        self.stream_workers = stream_workers
         self.samples_per_class = samples_per_class
         self.train_fraction = train_fraction
         self.val_per_class = val_per_class
@@ -76,7 +84,7 @@ class TransferDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        context = SourceContext(seed=self.seed, storage_size=self.storage_size, tokenize=self.tokenize)
+        context = SourceContext(seed=self.seed, storage_size=self.storage_size, tokenize=self.tokenize, storage=self.storage)
         splits = load_source(self.source, self.source_args, context)
         pool = splits.train
         if self.tokenize is not None and pool.field != "input_ids":
@@ -116,6 +124,18 @@ class TransferDataModule(pl.LightningDataModule):
             self.source, len(self.splits["train"]), len(self.splits["val"]), len(self.splits["test"]),
             unit, self.num_classes, tuple(pool.inputs.shape[1:]),
         )
+        log.info("data %s %s", self.source, self.held_bytes_text())
+
+    def held_bytes(self) -> dict[str, int]:
+        """Bytes each split holds in memory (a streamed split: its labels and row numbers)."""
+        return {k: v.nbytes for k, v in self.splits.items()}
+
+    def held_bytes_text(self) -> str:
+        held = ", ".join(f"{k} {human_bytes(n)}" for k, n in self.held_bytes().items())
+        streamed = {k: v.streamed_bytes for k, v in self.splits.items() if isinstance(v, StreamedImages)}
+        if not streamed:
+            return f"in memory: {held}"
+        return f"streamed ({', '.join(f'{k} {human_bytes(n)}' for k, n in streamed.items())} of images read per pass); in memory: {held}"
 
     @property
     def num_classes(self) -> int:
@@ -146,7 +166,8 @@ class TransferDataModule(pl.LightningDataModule):
         return batch_loader(
             arrays.inputs, arrays.labels, trainer=self.trainer, shuffle=shuffle, seed=self.seed,
             batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            num_workers=self.num_workers, pin_memory=torch.cuda.is_available(), field=arrays.field,
+            num_workers=self.stream_workers if isinstance(arrays, StreamedImages) else self.num_workers,
+            pin_memory=torch.cuda.is_available(), field=arrays.field,
             lengths=self._lengths(split, shuffle), bucket_size_multiplier=self.bucket_size_multiplier,
         )
 

@@ -251,7 +251,8 @@ class FeatureDataModule(pl.LightningDataModule):
             arrays = self.images_dm.splits[split]
             images = arrays.inputs
             if split not in self._data_digests:
-                self._data_digests[split] = tensor_digest(images)
+                # A streamed split names its rows instead of being read whole to be hashed.
+                self._data_digests[split] = images.digest() if hasattr(images, "digest") else tensor_digest(images)
             key = make_key(images=images, view=view, data_digest=self._data_digests[split], **self.key_args)
             build = lambda: extract_features(  # noqa: E731
                 self.encoder, self.images_dm.transform, images, batch_size=self.eval_batch_size, view=view, device=self.device,

@@ -20,6 +20,7 @@ from transferlab.config.checks import check_config
 from transferlab.data.datamodule import TransferDataModule
 from transferlab.data.feature_cache import FeatureCache, FeatureDataModule, state_dict_digest
 from transferlab.data.loaders import rank_batch_size
+from transferlab.data.storage import Storage
 from transferlab.data.token_cache import CachedTokenize, TokenCache
 from transferlab.data.transforms import AugmentConfig
 from transferlab.errors import ConfigError
@@ -97,7 +98,9 @@ def datamodule_for(cfg: DictConfig, transform, storage_size: int, tokenize=None)
         source=str(d.source),
         transform=transform,
         source_args=plain(d.get("source_args")),
-        storage_size=storage_size,
+        storage_size=int(d.get("store_size") or storage_size),
+        storage=storage_for(cfg),
+        stream_workers=int(d.get("stream", {}).get("num_workers") or 0),
         samples_per_class=d.get("samples_per_class"),
         train_fraction=d.get("train_fraction"),
         val_per_class=d.get("val_per_class"),
@@ -110,6 +113,16 @@ def datamodule_for(cfg: DictConfig, transform, storage_size: int, tokenize=None)
         # Off where the key is missing: a run from before it existed resumes in the order it began with.
         bucket_by_length=bool(d.get("bucket_by_length", False)),
         bucket_size_multiplier=int(d.get("bucket_size_multiplier") or 50),
+    )
+
+
+def storage_for(cfg: DictConfig) -> Storage:
+    """data.storage and its keys; a run from before they existed is held in memory."""
+    d, stream = cfg.data, plain(cfg.data.get("stream")) or {}
+    return Storage(
+        mode=str(d.get("storage") or "memory"), memory_budget=d.get("memory_budget") or 0.25,
+        cache_dir=str(cfg.paths.cache_dir), stream_dir=stream.get("dir"), chunk_bytes=str(stream.get("chunk_bytes") or "64MB"),
+        optimize_workers=stream.get("optimize_workers"),
     )
 
 

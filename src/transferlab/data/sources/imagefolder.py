@@ -5,8 +5,14 @@ folders and files inside the root that are not above the link, a file reached by
 once, an exact copy inside one class is dropped, and an image (by its bytes) in two classes or two
 splits is an error.
 
+Images are stored at their own size up to a cap (`data.store_size`; by default the backbone's eval
+resize), never enlarged past the largest of them: every split is one array, so the stored side is
+min(cap, the largest image's shorter side), and a folder of grey images is stored as one channel.
+8x8 digits stay 8x8; photos are stored at the cap. The per-batch transform resizes on the device.
+
 This module is the layout: class and split folders, the checks that each image is in one place,
-and carving the missing splits. The walk under the root is data/walk.py; decoding, data/decode.py.
+and carving the missing splits. The walk under the root is data/walk.py; decoding, data/decode.py;
+keeping the images in LitData chunks instead of memory (data.storage), data/stream_store.py.
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ import numpy as np
 import torch
 
 from transferlab.data.arrays import ImageArrays, Splits
-from transferlab.data.decode import IMAGE_EXTENSIONS, PIL_PIXEL_LIMIT, decode_files, has_image_extension
+from transferlab.data.decode import IMAGE_EXTENSIONS, PIL_PIXEL_LIMIT, Probed, decode_files, has_image_extension, probe_files
 from transferlab.data.sources.registry import ROOT_KEY, SourceContext, register
+from transferlab.data.storage import Storage
+from transferlab.data.stream_store import StreamedImages, optimize_files
 from transferlab.data.subsample import stratified_split
 from transferlab.data.walk import SKIP_TEXT, Folder, Skipped, Walked, has_visible_subfolders, subfolders, walk_files
 from transferlab.errors import DataError
@@ -93,7 +101,7 @@ def _require_two_classes(classes: dict[str, Folder], folder: Path, where: str) -
 
 @dataclass(frozen=True)
 class _Decoding:
-    size: int  # side of the stored square
+    cap: int  # the stored square's side is at most this (data.store_size)
     strict: bool  # a bad image is an error, not skipped
     max_pixels: int | None  # larger images are refused before they are decoded; None: no limit
 
@@ -135,7 +143,7 @@ class _Tree:
     """One split's images, with where each came from and a digest of its bytes."""
 
     split: str
-    arrays: ImageArrays
+    arrays: ImageArrays | StreamedImages
     paths: list[Path]
     digests: list[bytes]
 
@@ -200,22 +208,98 @@ def _log_listing(found: _Listing, folder: Path, where: str) -> None:
     _log_skipped(found.skipped, folder, where)
 
 
-def _load_tree(folder: Folder, split: str, classes: list[str], class_dirs: dict[str, Folder], root: str,
-               opts: _Decoding, where: str) -> _Tree:
-    """Every image under folder/<class>/ (classes in the given order) decoded into one tensor."""
-    found = _find_images(folder, classes, class_dirs, root, where)
-    decoded = decode_files(found.images, opts.size, opts.max_pixels)
-    _report_unreadable(decoded.unreadable, len(found.images), folder.path, where, opts.strict)
-    _report_too_large(decoded.too_large, len(found.images), folder.path, where, opts)
+@dataclass(frozen=True)
+class _Format:
+    """How every image of the source is stored."""
 
-    keep = np.flatnonzero(decoded.ok)
-    labels = torch.as_tensor(found.labels, dtype=torch.int64)[torch.from_numpy(decoded.ok)]
+    side: int
+    channels: int
+    enlarged: int  # images smaller than `side`, which a one-array split must enlarge
+
+
+def _stored_format(probes: list[Probed], cap: int) -> _Format:
+    sides = np.concatenate([p.short_side[p.ok] for p in probes])
+    grey = np.concatenate([p.grey[p.ok] for p in probes])
+    if not len(sides):
+        return _Format(cap, 3, 0)
+    side = int(min(cap, sides.max()))
+    return _Format(side, 1 if grey.all() else 3, int((sides < side).sum()))
+
+
+@dataclass
+class _Found:
+    """One split's image files and their headers, before decoding."""
+
+    folder: Folder
+    where: str
+    listing: _Listing
+    probed: Probed
+
+    def readable(self) -> list[int]:
+        return np.flatnonzero(self.probed.ok).tolist()
+
+
+def _find_split(folder: Folder, classes: list[str], class_dirs: dict[str, Folder], root: str, opts: _Decoding,
+                where: str) -> _Found:
+    listing = _find_images(folder, classes, class_dirs, root, where)
+    probed = probe_files(listing.images, opts.max_pixels)
+    _report_too_large(probed.too_large, len(listing.images), folder.path, where, opts)
+    return _Found(folder, where, listing, probed)
+
+
+def _tree(found: _Found, split: str, classes: list[str], class_dirs: dict[str, Folder], arrays_for, ok: np.ndarray,
+          digests: list, unreadable: list[tuple[Path, str]], opts: _Decoding) -> _Tree:
+    """One split's decoded images: `arrays_for(labels)` holds the files that `ok` marks, in order."""
+    total = len(found.listing.images)
+    _report_unreadable(sorted(found.probed.unreadable + unreadable), total, found.folder.path, found.where, opts.strict)
+    keep = np.flatnonzero(ok)
+    labels = torch.as_tensor(found.listing.labels, dtype=torch.int64)[torch.from_numpy(ok)]
     present = set(labels.tolist())
     for i, name in enumerate(classes):
         if name in class_dirs and i not in present:
             raise DataError(f"class folder '{class_dirs[name].path}' has no readable images (all were skipped): fix or remove them")
-    arrays = ImageArrays(torch.from_numpy(decoded.images[decoded.ok]).contiguous(), labels, list(classes))
-    return _Tree(split, arrays, [found.images[i] for i in keep], [decoded.digests[i] for i in keep])
+    return _Tree(split, arrays_for(labels), [found.listing.images[i] for i in keep], [digests[i] for i in keep])
+
+
+def _decode_in_memory(found: _Found, split: str, classes, class_dirs, fmt: _Format, opts: _Decoding) -> _Tree:
+    readable = found.readable()
+    files = [found.listing.images[i] for i in readable]
+    decoded = decode_files(files, fmt.side, opts.max_pixels, fmt.channels)
+    ok = np.zeros(len(found.listing.images), bool)
+    ok[readable] = decoded.ok
+    digests: list = [None] * len(ok)
+    for i, d in zip(readable, decoded.digests):
+        digests[i] = d
+    images = torch.from_numpy(decoded.images[decoded.ok]).contiguous()
+    return _tree(found, split, classes, class_dirs, lambda labels: ImageArrays(images, labels, list(classes)), ok, digests,
+                 decoded.unreadable, opts)
+
+
+def _stream(founds: dict[str, _Found], classes, class_dirs, fmt: _Format, opts: _Decoding, storage: Storage) -> dict[str, _Tree]:
+    """Every split's readable files in one set of chunks; each split a StreamedImages of its rows."""
+    files, labels, owner = [], [], []
+    for split, found in founds.items():
+        for i in found.readable():
+            files.append(found.listing.images[i])
+            labels.append(found.listing.labels[i])
+            owner.append((split, i))
+    built = optimize_files(files, labels, fmt.side, fmt.channels, opts.max_pixels, storage)
+    failed = {p: why for p, why in built.unreadable + built.too_large}
+    trees = {}
+    for split, found in founds.items():
+        n = len(found.listing.images)
+        ok, digests, rows = np.zeros(n, bool), [None] * n, np.full(n, -1, np.int64)
+        for j, (s, i) in enumerate(owner):
+            if s == split and built.position[j] >= 0:
+                ok[i], digests[i], rows[i] = True, built.digests[j], built.position[j]
+        unreadable = [(p, failed[p]) for p in found.listing.images if p in failed]
+        positions = torch.from_numpy(rows[ok])
+
+        def arrays_for(labels, positions=positions):
+            return StreamedImages(built.reader, positions, labels, list(classes), (fmt.channels, fmt.side, fmt.side))
+
+        trees[split] = _tree(found, split, classes, class_dirs[split], arrays_for, ok, digests, unreadable, opts)
+    return trees
 
 
 # --- each image in one place -----------------------------------------------------------------
@@ -353,6 +437,7 @@ def load_imagefolder(
     seed: int = 0,
     strict: bool = False,
     max_image_pixels: int | None = PIL_PIXEL_LIMIT,
+    storage: Storage = Storage(),
 ) -> Splits:
     """``root/<class>/<image>``, or ``root/train/<class>/...`` with optional ``val/`` and ``test/``.
 
@@ -366,36 +451,44 @@ def load_imagefolder(
     if not base.is_dir():
         what = "is not a folder" if base.exists() else "does not exist"
         raise DataError(f"{ROOT_KEY} '{root}' {what}: pass {ROOT_KEY}=<a folder of <class>/<image> sub-folders>")
-    if not image_size or int(image_size) < 1:
-        raise DataError(f"image_size={image_size!r}: give the size images are stored at (e.g. data.image_size=224)")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise DataError(f"data.store_size={image_size!r} is not a whole number of pixels >= 1: give the largest side to store images at (e.g. 256), or null for the model's")
     if not (0.0 < test_fraction < 1.0):
         raise DataError(f"data.source_args.test_fraction={test_fraction} is outside (0, 1): use e.g. 0.2")
     if not (0.0 <= val_fraction < 1.0):
         raise DataError(f"data.source_args.val_fraction={val_fraction} is outside [0, 1): use e.g. 0.1, or 0 for no validation split")
-    opts = _Decoding(size=int(image_size), strict=strict, max_pixels=_pixel_limit(max_image_pixels))
+    opts = _Decoding(cap=int(image_size), strict=strict, max_pixels=_pixel_limit(max_image_pixels))
 
     real_root = os.path.realpath(base)
     top = Folder(base, real_root)
     folders, class_dirs = _layout(top, real_root)
     classes = list(class_dirs["train"])
-    trees = {}
-    for split, folder in folders.items():
-        where = ROOT_KEY if folder is top else f"{split} folder"
-        tree = _load_tree(folder, split, classes, class_dirs[split], real_root, opts, where)
-        trees[split] = _drop_copies_within_class(tree, folder.path, where)
+    founds = {
+        split: _find_split(folder, classes, class_dirs[split], real_root, opts, ROOT_KEY if folder is top else f"{split} folder")
+        for split, folder in folders.items()
+    }
+    fmt = _stored_format([f.probed for f in founds.values()], opts.cap)
+    count = sum(len(f.readable()) for f in founds.values())
+    if storage.streams(count * fmt.channels * fmt.side**2, f"imagefolder '{base}'"):
+        trees = _stream(founds, classes, class_dirs, fmt, opts, storage)
+    else:
+        trees = {split: _decode_in_memory(f, split, classes, class_dirs[split], fmt, opts) for split, f in founds.items()}
+    if fmt.enlarged:
+        log.info("enlarged %d images smaller than %dx%d to it: a split is stored as one array of one size", fmt.enlarged, fmt.side, fmt.side)
+    for split, found in founds.items():
+        trees[split] = _drop_copies_within_class(trees[split], found.folder.path, found.where)
     # Before carving, so that a carved split shares no image with another either.
     _check_each_image_in_one_place(list(trees.values()))
 
     splits = _carve(trees, val_fraction, test_fraction, seed)
     log.info(
-        "imagefolder %s: %d classes; train pool %d, val %s, test %d images at %dx%d",
+        "imagefolder %s: %d classes; train pool %d, val %s, test %d images stored at %dx%d, %d channel(s) (cap %d)",
         base, len(classes), len(splits.train), len(splits.val) if splits.val is not None else "none",
-        len(splits.test), opts.size, opts.size,
+        len(splits.test), fmt.side, fmt.side, fmt.channels, opts.cap,
     )
     return splits
 
 
-@register("imagefolder")
+@register("imagefolder", streams=True)
 def _imagefolder_source(context: SourceContext, root: str, **options) -> Splits:
-    # Stored a little larger than the crop, so the eval centre crop sees what timm's does.
-    return load_imagefolder(root, image_size=context.storage_size, seed=context.seed, **options)
+    return load_imagefolder(root, image_size=context.storage_size, seed=context.seed, storage=context.storage, **options)

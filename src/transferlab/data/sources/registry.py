@@ -3,7 +3,8 @@
 A source is one module in this package with one function decorated `@register("<name>")`. It takes
 the keys of `data.source_args` as keyword arguments, plus `context` (what the run asks of every
 source), and returns a `Splits`. Modules here are imported by the package, so adding a file is all
-it takes to add a source.
+it takes to add a source. A source that can keep its images in LitData chunks instead of memory
+(`data.storage=stream`) registers with `streams=True` and honours `context.storage`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from transferlab.data.arrays import Splits
+from transferlab.data.storage import Storage
 from transferlab.errors import DataError
 
 # The config key users set; named in every message that tells them to set it.
@@ -21,7 +23,8 @@ ROOT_KEY = "data.source_args.root"
 @dataclass(frozen=True)
 class SourceContext:
     seed: int = 0  # for sources that carve splits of their own (an image folder without test/)
-    storage_size: int = 224  # the side length decoded images are stored at
+    storage_size: int = 224  # the cap on the side decoded images are stored at (data.store_size)
+    storage: Storage = Storage()  # memory, stream or auto (data.storage)
     # A text backbone's tokenizer at its max length, tokenize(texts) or tokenize(texts, pairs)
     # (data/text.py); None with an image backbone.
     tokenize: Callable[..., Any] | None = None
@@ -29,13 +32,16 @@ class SourceContext:
 
 Loader = Callable[..., Splits]
 _SOURCES: dict[str, Loader] = {}
+_STREAMING: set[str] = set()
 
 
-def register(name: str) -> Callable[[Loader], Loader]:
+def register(name: str, streams: bool = False) -> Callable[[Loader], Loader]:
     def add(fn: Loader) -> Loader:
         if name in _SOURCES and _SOURCES[name] is not fn:
             raise ValueError(f"data source {name!r} is registered twice")
         _SOURCES[name] = fn
+        if streams:
+            _STREAMING.add(name)
         return fn
 
     return add
@@ -50,5 +56,10 @@ def load_source(name: str, args: dict[str, Any], context: SourceContext) -> Spli
         raise DataError(
             f"data.source={name!r} is unknown: use one of {', '.join(source_names())} "
             "(or add a module to src/transferlab/data/sources/)"
+        )
+    if context.storage.mode == "stream" and name not in _STREAMING:
+        raise DataError(
+            f"data.source={name} is held in memory and cannot stream: data.storage=stream is for "
+            f"{', '.join(sorted(_STREAMING))}; use data.storage=memory (or auto)"
         )
     return _SOURCES[name](context=context, **args)
