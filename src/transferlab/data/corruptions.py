@@ -10,9 +10,13 @@ drew.
 - `rotate`: rotation about the centre by an angle of random sign and a magnitude drawn uniformly
   from [d/2, d] degrees, d = ROTATE_DEGREES[severity]; corners come in black, the background.
 - `gaussian_noise`: adds per-pixel noise N(0, NOISE_STD[severity]) on the 0..255 scale, clipped.
+- `impulse_noise`: salt and pepper: each pixel independently becomes 0 with probability p/2 and
+  255 with probability p/2, p = IMPULSE_FRACTION[severity].
 - `blur`: Gaussian blur of standard deviation BLUR_SIGMA[severity] pixels (edges replicated).
-- `invert`: 255 - x, the photographic negative; severity does not change it.
 - `mix`: each image gets one of the four above, drawn uniformly.
+
+Photometric shifts (the negative 255 - x, lowered contrast) are left out on purpose: a frozen
+ImageNet backbone's features hardly move under them (README), so they would shift nothing.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ import torch.nn.functional as F
 
 SEVERITIES = (1, 2, 3, 4, 5)
 ROTATE_DEGREES = {1: 15.0, 2: 30.0, 3: 45.0, 4: 60.0, 5: 90.0}
-NOISE_STD = {1: 20.0, 2: 40.0, 3: 60.0, 4: 80.0, 5: 100.0}
-BLUR_SIGMA = {1: 0.5, 2: 1.0, 3: 1.5, 4: 2.0, 5: 2.5}
+NOISE_STD = {1: 10.0, 2: 15.0, 3: 25.0, 4: 40.0, 5: 60.0}
+IMPULSE_FRACTION = {1: 0.02, 2: 0.04, 3: 0.07, 4: 0.12, 5: 0.2}
+BLUR_SIGMA = {1: 0.5, 2: 0.8, 3: 1.2, 4: 1.6, 5: 2.0}
 
 
 def image_rng(name: str, split: str, index: int) -> np.random.Generator:
@@ -66,6 +71,17 @@ def gaussian_noise(images: torch.Tensor, severity: int, split: str, indices: tor
     return _to_uint8(images.float() + NOISE_STD[severity] * noise)
 
 
+def impulse_noise(images: torch.Tensor, severity: int, split: str, indices: torch.Tensor) -> torch.Tensor:
+    p = IMPULSE_FRACTION[severity]
+    shape = tuple(images.shape[1:])
+    u = np.stack([image_rng("impulse_noise", split, i).random(shape, dtype=np.float32) for i in indices.tolist()])
+    u = torch.from_numpy(u.reshape(len(indices), *shape))
+    out = images.clone()
+    out[u < p / 2] = 0
+    out[(u >= p / 2) & (u < p)] = 255
+    return out
+
+
 def blur(images: torch.Tensor, severity: int, split: str, indices: torch.Tensor) -> torch.Tensor:
     sigma = BLUR_SIGMA[severity]
     radius = max(1, math.ceil(3 * sigma))
@@ -82,12 +98,10 @@ def blur(images: torch.Tensor, severity: int, split: str, indices: torch.Tensor)
     return _to_uint8(x.reshape(n, c, h, w))
 
 
-def invert(images: torch.Tensor, severity: int, split: str, indices: torch.Tensor) -> torch.Tensor:
-    return 255 - images
-
-
 Corruption = Callable[[torch.Tensor, int, str, torch.Tensor], torch.Tensor]
-CORRUPTIONS: dict[str, Corruption] = {"rotate": rotate, "gaussian_noise": gaussian_noise, "blur": blur, "invert": invert}
+CORRUPTIONS: dict[str, Corruption] = {
+    "rotate": rotate, "gaussian_noise": gaussian_noise, "impulse_noise": impulse_noise, "blur": blur,
+}
 MIX = "mix"
 NAMES = (*CORRUPTIONS, MIX)
 
