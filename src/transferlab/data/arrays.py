@@ -1,9 +1,11 @@
 """The in-memory form of a labelled data set: uint8 images (or token ids) and int64 labels per split.
 
 A source (data/sources/) returns a ``Splits``: the labelled training pool (validation and the
-training subset are carved from it later, in data/subsample.py), the test set, and a validation set
-only when the source ships one. Images keep their stored size and channels; turning them into the
-backbone's input happens per batch (data/transforms.py).
+training subset are carved from it later, in data/subsample.py), the test set, a validation set
+only when the source ships one, and an unlabelled pool only when the source has one (for methods
+that learn from unlabelled target-domain images; the DataModule does not read it yet). Images keep
+their stored size and channels; turning them into the backbone's input happens per batch
+(data/transforms.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+
+# The label of every example in `Splits.unlabeled`: not a class index, so a loss or a metric that
+# reads it by mistake fails (cross-entropy refuses -1 unless told to ignore it) instead of learning.
+UNLABELED = -1
 
 
 @dataclass
@@ -104,3 +110,5 @@ class Splits:
     train: ImageArrays | TokenArrays
     test: ImageArrays | TokenArrays
     val: ImageArrays | TokenArrays | None = None
+    # Unlabelled examples (every label UNLABELED, never a real one), e.g. a target domain's images.
+    unlabeled: ImageArrays | TokenArrays | None = None
