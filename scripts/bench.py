@@ -81,6 +81,16 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def write_report(text: str, out: str, say) -> None:
+    """Print the report, and write it to `out` unless that is ''."""
+    print(text)
+    if out:
+        from transferlab.utils.io import atomic_write_bytes
+
+        atomic_write_bytes(out, text.encode())
+        say(f"wrote {out}")
+
+
 def machine_info(threads: int) -> dict:
     import lightning
     import timm
@@ -541,13 +551,7 @@ def main(argv=None) -> int:
         table(["", ""], [[k, v] for k, v in info.items()]),
         "",
     ]
-    report = "\n".join(header) + "\n" + "\n".join(parts)
-    print(report)
-    if args.out:
-        from transferlab.utils.io import atomic_write_bytes
-
-        atomic_write_bytes(args.out, report.encode())
-        say(f"wrote {args.out}")
+    write_report("\n".join(header) + "\n" + "\n".join(parts), args.out, say)
     return 0
 
 

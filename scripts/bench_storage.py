@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bench import machine_info, table, transferlab_loop  # noqa: E402  (scripts/ is on a script's path)
+from bench import machine_info, table, transferlab_loop, write_report  # noqa: E402  (scripts/ is on a script's path)
 from bench_pairs import interleaved, median, ratio  # noqa: E402
 
 
@@ -124,20 +124,11 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def _pss_kb(pid: int) -> int:
+def _kb(path: str, field: str) -> int:
+    """A `field:  N kB` line of a /proc file; 0 once the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _hwm_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -160,8 +151,8 @@ class TreeMemory:
                 pid = todo.pop()
                 tree.append(pid)
                 todo += _children(pid)
-            self.peak_kb = max(self.peak_kb, sum(_pss_kb(p) for p in tree))
-            self.main_peak_kb = max(self.main_peak_kb, _hwm_kb(self.pid))
+            self.peak_kb = max(self.peak_kb, sum(_kb(f"/proc/{p}/smaps_rollup", "Pss") for p in tree))
+            self.main_peak_kb = max(self.main_peak_kb, _kb(f"/proc/{self.pid}/status", "VmHWM"))
             self._stop.wait(self.every)
 
     def stop(self) -> None:
@@ -298,12 +289,7 @@ def main(argv=None) -> int:
         "",
         body,
     ])
-    print(text)
-    if args.out:
-        from transferlab.utils.io import atomic_write_bytes
-
-        atomic_write_bytes(args.out, text.encode())
-        say(f"wrote {args.out}")
+    write_report(text, args.out, say)
     return 0
 
 

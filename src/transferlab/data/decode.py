@@ -104,17 +104,33 @@ def _digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
-def _each(count: int, work) -> None:
-    """`work(i)` for every i: in threads (PIL and hashlib release the GIL while decoding, resizing
-    and hashing, so they scale; each call writes its own row), PIL's pixel check lifted."""
+def _each_file(files: list[Path], out, work) -> None:
+    """`work(i)` for every file; one whose work raises is marked in `out` (its `ok`, `too_large`
+    and `unreadable`), never raised, so the caller can name every bad file at once.
+
+    In threads: PIL and hashlib release the GIL while decoding, resizing and hashing, so they
+    scale; each call writes its own row. PIL's pixel check is lifted (max_pixels stands for it)."""
+
+    def guarded(i: int) -> None:
+        try:
+            work(i)
+        except TooLarge as e:
+            out.ok[i] = False
+            out.too_large.append((files[i], str(e)))
+        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError...
+            out.ok[i] = False
+            out.unreadable.append((files[i], f"{type(e).__name__}: {e}"))
+
     workers = max(1, min(8, os.cpu_count() or 1))
     with _pil_pixel_check_lifted():
-        if count > 16 and workers > 1:
+        if len(files) > 16 and workers > 1:
             with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(work, range(count)))
+                list(pool.map(guarded, range(len(files))))
         else:
-            for i in range(count):
-                work(i)
+            for i in range(len(files)):
+                guarded(i)
+    out.unreadable.sort()
+    out.too_large.sort()
 
 
 @dataclass
@@ -129,26 +145,16 @@ class Probed:
 
 
 def probe_files(files: list[Path], max_pixels: int | None) -> Probed:
-    """Each file's size and mode from its header alone (no pixels decoded); one that fails is
-    marked, never raised. ``max_pixels`` None: no limit."""
+    """Each file's size and mode from its header alone (no pixels decoded). ``max_pixels`` None: no limit."""
     out = Probed(np.zeros(len(files), np.int64), np.zeros(len(files), bool), np.ones(len(files), bool), [], [])
 
     def work(i: int) -> None:
-        try:
-            with Image.open(files[i]) as img:
-                _check_pixels(img.size, max_pixels)
-                out.short_side[i] = min(img.size)
-                out.grey[i] = img.mode in GREY_MODES
-        except TooLarge as e:
-            out.ok[i] = False
-            out.too_large.append((files[i], str(e)))
-        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError...
-            out.ok[i] = False
-            out.unreadable.append((files[i], f"{type(e).__name__}: {e}"))
+        with Image.open(files[i]) as img:
+            _check_pixels(img.size, max_pixels)
+            out.short_side[i] = min(img.size)
+            out.grey[i] = img.mode in GREY_MODES
 
-    _each(len(files), work)
-    out.unreadable.sort()
-    out.too_large.sort()
+    _each_file(files, out, work)
     return out
 
 
@@ -169,22 +175,12 @@ def decode_one(path: Path, size: int, max_pixels: int | None, channels: int = 3)
 
 
 def decode_files(files: list[Path], size: int, max_pixels: int | None, channels: int = 3) -> Decoded:
-    """Each file as uint8 [channels, size, size]; one that fails is marked, never raised, so the
-    caller can name every bad file at once. ``max_pixels`` None: no limit."""
+    """Each file as uint8 [channels, size, size]. ``max_pixels`` None: no limit."""
     out = Decoded(np.empty((len(files), channels, size, size), np.uint8), [None] * len(files),
                   np.ones(len(files), dtype=bool), [], [])
 
     def work(i: int) -> None:
-        try:
-            out.images[i], out.digests[i] = decode_one(files[i], size, max_pixels, channels)
-        except TooLarge as e:
-            out.ok[i] = False
-            out.too_large.append((files[i], str(e)))
-        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError...
-            out.ok[i] = False
-            out.unreadable.append((files[i], f"{type(e).__name__}: {e}"))
+        out.images[i], out.digests[i] = decode_one(files[i], size, max_pixels, channels)
 
-    _each(len(files), work)
-    out.unreadable.sort()
-    out.too_large.sort()
+    _each_file(files, out, work)
     return out
