@@ -86,6 +86,17 @@ bench-export: install
 bench-text: install
 	$(BIN)/python scripts/bench_text.py $(ARGS)
 
+# Storage (scripts/bench_storage.py): in memory vs streamed from LitData chunks on a generated
+# 50,000-JPEG folder (peak memory, images/s interleaved), and right-sizing on the digits folder.
+# The folders are written once under $(STORAGE_DATA) (not committed). Writes
+# docs/benchmarks_storage.md; about 15 minutes on 2 CPU cores.
+STORAGE_DATA ?= /tmp/transferlab-storage-data
+.PHONY: bench-storage
+bench-storage: install
+	test -d $(STORAGE_DATA)/fashion50k || $(BIN)/python scripts/make_image_folder.py fashion --out $(STORAGE_DATA)/fashion50k --count 50000 --size 256
+	test -d $(STORAGE_DATA)/digits || $(BIN)/python scripts/make_image_folder.py digits --out $(STORAGE_DATA)/digits
+	$(BIN)/python scripts/bench_storage.py --root $(STORAGE_DATA)/fashion50k --digits $(STORAGE_DATA)/digits $(ARGS)
+
 # The prepared GPU check (scripts/gpu_check.sh): tests marked gpu, Lite0 throughput at 224 px in
 # fp32 / bf16 / channels_last / torch.compile against the model alone, launcher=parallel with 3 jobs
 # on 1 GPU, and the full Fashion-MNIST with Lite0 partial. Under 8 minutes on one GPU; writes

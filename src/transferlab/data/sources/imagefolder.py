@@ -270,7 +270,8 @@ def _decode_in_memory(found: _Found, split: str, classes, class_dirs, fmt: _Form
     digests: list = [None] * len(ok)
     for i, d in zip(readable, decoded.digests):
         digests[i] = d
-    images = torch.from_numpy(decoded.images[decoded.ok]).contiguous()
+    # Boolean indexing copies the whole split; a split that decoded whole is kept as decoded.
+    images = torch.from_numpy(decoded.images if decoded.ok.all() else decoded.images[decoded.ok])
     return _tree(found, split, classes, class_dirs, lambda labels: ImageArrays(images, labels, list(classes)), ok, digests,
                  decoded.unreadable, opts)
 
@@ -421,11 +422,11 @@ def _carve(trees: dict[str, _Tree], val_fraction: float, test_fraction: float, s
         test = trees["test"].arrays
     else:
         rest, test_idx = stratified_split(pool.labels, seed=seed, val_fraction=test_fraction)
-        test, pool = pool.subset(test_idx), pool.subset(rest)
+        test, pool = pool.subset(test_idx), pool.take(rest)
     val = trees["val"].arrays if "val" in trees else None
     if val is None and val_fraction > 0:
         rest, val_idx = stratified_split(pool.labels, seed=seed, val_fraction=val_fraction)
-        val, pool = pool.subset(val_idx), pool.subset(rest)
+        val, pool = pool.subset(val_idx), pool.take(rest)
     return Splits(train=pool, test=test, val=val)
 
 

@@ -38,8 +38,8 @@ def pixels(images: torch.Tensor, size: int, grayscale: bool, chunk: int = 4096) 
     """uint8 [N, C, H, W] -> float [N, C' * size * size] in [0, 1], in chunks (a whole split as floats
     at storage size would be many times the uint8 split)."""
     out = []
-    for part in images.split(chunk):
-        x = part.float() / 255
+    for start in range(0, len(images), chunk):  # slices, so a streamed split is read a chunk at a time too
+        x = images[start : start + chunk].float() / 255
         if grayscale:
             x = x.mean(1, keepdim=True)
         out.append(F.interpolate(x, size=(size, size), mode="area").flatten(1))
