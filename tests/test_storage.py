@@ -289,7 +289,8 @@ def test_a_streamed_run_gives_the_in_memory_run_s_metrics_and_resumes_exactly(fo
     assert stream["val"] == memory["val"] and stream["test"] == memory["test"]
 
     killed = tmp_path / "killed"
-    args = [*RUN, *data, "data.storage=stream", "task_name=k", "auto_resume=true"]
+    # With workers: their first batches are drawn as the iterator is made, which a resume must get right.
+    args = [*RUN, *data, "data.storage=stream", "data.stream.num_workers=2", "task_name=k", "auto_resume=true"]
     assert train(killed, *args, *KILL, expect=-9) is None  # SIGKILL mid-epoch 1
     resumed = train(killed, *args)
     assert resumed["resumed_from"]

@@ -177,7 +177,9 @@ class TransferModule(pl.LightningModule):
     def configure_optimizers(self):
         groups, units = param_groups(self.plan, self.backbone, self.head, self.plan.config.lr, self.optim_cfg.weight_decay)
         optimizer = build_optimizer(self.optim_cfg, groups)
-        total = planned_steps(self.trainer, len(self.trainer.datamodule.train_dataloader()))
+        dm = self.trainer.datamodule
+        # Loaders passed to fit() directly (benchmarks) have no DataModule to ask: Lightning counts them.
+        total = planned_steps(self.trainer, len(dm.train_dataloader())) if dm is not None else int(self.trainer.estimated_stepping_batches)
         epochs = max(1, self.trainer.max_epochs or 1)
         clock = self.optim_cfg.clock(steps_per_epoch=max(1, total // epochs), total_steps=total)
         scheduler = build_scheduler(optimizer, self.plan, units, clock)
