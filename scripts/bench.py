@@ -433,7 +433,7 @@ def section_3(args, work: Path, say) -> tuple[str, dict]:
         note = []
         if cache:
             note.append(f"extraction {m['time'].get('features_s', 0):.1f} s, {cache.get('hits', 0)} hits / {cache.get('built', 0)} built")
-        if "probe" in m:
+        if m.get("probe"):  # the record has the key for every run, null where no probe ran
             note.append(f"lambda {m['probe']['weight_decay']:g}, solver {m['probe']['fit_s']:.1f} s")
         if name == "backbone":
             note.append("train-time augmentation on")
