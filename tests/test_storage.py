@@ -221,6 +221,19 @@ def test_corrupt_files_are_skipped_and_counted_as_in_memory(tmp_path, caplog):
         load_imagefolder(str(root), image_size=16, strict=True, storage=streamed(tmp_path))
 
 
+def test_a_folder_with_nothing_readable_streams_into_the_in_memory_error(tmp_path):
+    root = tmp_path / "f"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        (root / c / "x.png").write_bytes(b"not an image")
+    errors = []
+    for storage in (Storage(), streamed(tmp_path)):
+        with pytest.raises(DataError) as e:
+            load_imagefolder(str(root), image_size=16, storage=storage)
+        errors.append(str(e.value))
+    assert errors[0] == errors[1] and "no readable images" in errors[0]
+
+
 # --- choosing, and bad input -----------------------------------------------------------------
 
 

@@ -284,6 +284,8 @@ def _stream(founds: dict[str, _Found], classes, class_dirs, fmt: _Format, opts: 
             files.append(found.listing.images[i])
             labels.append(found.listing.labels[i])
             owner.append((split, i))
+    if not files:  # nothing readable: the in-memory path names the empty class folders
+        return {split: _decode_in_memory(f, split, classes, class_dirs[split], fmt, opts) for split, f in founds.items()}
     built = optimize_files(files, labels, fmt.side, fmt.channels, opts.max_pixels, storage)
     failed = {p: why for p, why in built.unreadable + built.too_large}
     trees = {}
