@@ -113,6 +113,8 @@ def datamodule_for(cfg: DictConfig, transform, storage_size: int, tokenize=None)
         # Off where the key is missing: a run from before it existed resumes in the order it began with.
         bucket_by_length=bool(d.get("bucket_by_length", False)),
         bucket_size_multiplier=int(d.get("bucket_size_multiplier") or 50),
+        unlabeled=d.get("unlabeled"),
+        unlabeled_max=d.get("unlabeled_max"),
     )
 
 
