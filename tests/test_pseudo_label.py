@@ -19,6 +19,7 @@ from transferlab.engine.assemble import make_run, make_strategy
 from transferlab.errors import ConfigError
 from transferlab.finetune.linear_probe import fit_logistic_regression
 from transferlab.finetune.self_training import select_pseudo_labels, self_train
+from transferlab.finetune.temperature import fit_temperature
 from transferlab.utils.resolvers import register
 
 register()
@@ -99,6 +100,24 @@ def test_a_threshold_no_prediction_passes_stops_at_round_0():
     val_x, val_y = _blobs(10, seed=2)
     result = self_train(train_x, train_y, val_x, val_y, _blobs(5, seed=3)[0], 4, rounds=3, threshold=0.999999, grid=[10.0])
     assert result.chosen_round == 0 and result.rounds[1]["kept"] == 0 and len(result.rounds) == 2
+
+
+def test_temperature_undoes_a_scaling_of_the_logits_and_keeps_the_argmax():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(4000, 5, generator=g) * 2
+    y = torch.multinomial(torch.softmax(z, 1), 1, generator=g).flatten()  # labels as confident as softmax(z) says
+    assert abs(fit_temperature(3 * z, y) - 3) < 0.3 and abs(fit_temperature(z / 2, y) - 0.5) < 0.05
+
+
+def test_calibration_lets_a_flat_probe_pass_the_threshold():
+    train_x, train_y = _blobs(3, seed=1)
+    val_x, val_y = _blobs(40, seed=2)
+    pool_x, _ = _blobs(150, seed=3)
+    kw = dict(rounds=1, threshold=0.9, grid=[30.0])  # a strong penalty: a flat softmax
+    raw = self_train(train_x, train_y, val_x, val_y, pool_x, 4, calibrate=False, **kw)
+    calibrated = self_train(train_x, train_y, val_x, val_y, pool_x, 4, calibrate=True, **kw)
+    assert raw.rounds[1]["kept"] == 0 and raw.rounds[1]["temperature"] == 1.0
+    assert calibrated.rounds[1]["kept"] > 0 and calibrated.rounds[1]["temperature"] < 1.0
 
 
 def test_sample_weight_two_equals_the_example_twice():

@@ -27,6 +27,7 @@ class PseudoLabelConfig(ProbeSettings, StrategyConfig):
     per_class_cap: int | None = field(default=None, metadata=rule("int", low=1, nullable=True))
     per_class_fraction: float | None = field(default=None, metadata=rule("float", low=0.0, high=1.0, low_open=True, nullable=True))
     unlabeled_weight: float = field(default=1.0, metadata=rule("float", low=0.0, low_open=True))
+    calibrate: bool = field(default=True, metadata=rule("bool"))
 
 
 @register("pseudo_label")
@@ -70,9 +71,9 @@ class PseudoLabel(Strategy):
         result = self_train(
             features.features("train"), features.labels("train"), features.eval_features("val"), features.labels("val"),
             unlabeled, features.num_classes, rounds=c.rounds, threshold=c.threshold, per_class_cap=cap,
-            unlabeled_weight=c.unlabeled_weight, grid=c.probe_weight_decays, max_iter=c.probe_max_iter,
+            unlabeled_weight=c.unlabeled_weight, calibrate=c.calibrate, grid=c.probe_weight_decays, max_iter=c.probe_max_iter,
         )
-        result.settings = {"threshold": c.threshold, "per_class_cap": cap, "unlabeled_weight": c.unlabeled_weight}
+        result.settings = {"threshold": c.threshold, "calibrate": c.calibrate, "per_class_cap": cap, "unlabeled_weight": c.unlabeled_weight}
         load_into_head(head, result.probe)
         return result
 
