@@ -148,6 +148,15 @@ def test_cli_end_to_end_records_the_pool_and_each_round(tmp_path, monkeypatch, c
     assert m["feature_cache"]["built"] == 4  # train, unlabeled, val, test: the pool is one more cached split
     assert "test accuracy" in out
 
+    from transferlab.eval import evaluate
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        eval_cfg = compose("eval", overrides=[f"ckpt_path={m['best_checkpoint']}", "trainer.accelerator=cpu",
+                                              f"paths.output_dir={tmp_path / 'eval'}", "+trainer.enable_progress_bar=false"])
+    GlobalHydra.instance().clear()
+    # The kept round's head in an ordinary checkpoint: eval.py scores it through the backbone on images.
+    assert abs(evaluate(eval_cfg)["metrics"]["acc"] - m["test"]["acc"]) < 1e-3
+
 
 def test_bad_input_names_the_fix(tmp_path, monkeypatch, capsys):
     code, _, err = run(train_cli.main, [*TINY, "strategy=pseudo_label", "+trainer.fast_dev_run=true"], tmp_path, monkeypatch, capsys)
