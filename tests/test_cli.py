@@ -34,7 +34,8 @@ def metrics_of(log_dir):
 # Every strategy that takes images (tfidf_lr reads texts: tests/test_text.py runs it).
 STRATEGIES = sorted(p.stem for p in (ROOT / "configs" / "strategy").glob("*.yaml") if p.stem != "tfidf_lr")
 # Schedules fitted to TINY's 3 epochs; everything else is each strategy's own default.
-FITTED = {"gradual": ["strategy.milestones=[1,2]"], "two_phase": ["strategy.head_epochs=2", "strategy.lr=3e-3"]}
+FITTED = {"gradual": ["strategy.milestones=[1,2]"], "two_phase": ["strategy.head_epochs=2", "strategy.lr=3e-3"],
+          "pseudo_label": ["data.unlabeled=rest", "data.samples_per_class=32"]}
 HEAD = 512 * 4 + 4  # resnet10t features x 4 synthetic classes
 
 
@@ -59,7 +60,7 @@ def test_train_cli_each_strategy(tmp_path, strategy, monkeypatch, capsys):
     trained = m["trained"]
     assert trained["untrained"] == [] and "head" in trained["units"] or trained.get("first_phase") in ("lbfgs", "pixel_lr")
     total, trainable = m["params"]["total"], m["params"]["trainable"]
-    if strategy == "extract":
+    if strategy in ("extract", "pseudo_label"):
         assert trainable == HEAD and not any(u.startswith("backbone") for u in trained["units"])
     elif strategy in ("partial", "two_phase", "lora", "bitfit"):
         assert HEAD < trainable < total and any(u.startswith("backbone") for u in trained["units"])

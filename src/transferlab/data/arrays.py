@@ -3,7 +3,8 @@
 A source (data/sources/) returns a ``Splits``: the labelled training pool (validation and the
 training subset are carved from it later, in data/subsample.py), the test set, a validation set
 only when the source ships one, and an unlabelled pool only when the source has one (for methods
-that learn from unlabelled target-domain images; the DataModule does not read it yet). Images keep
+that learn from unlabelled target-domain images; the DataModule serves it with
+data.unlabeled=source, data/unlabeled.py). Images keep
 their stored size and channels; turning them into the backbone's input happens per batch
 (data/transforms.py).
 """

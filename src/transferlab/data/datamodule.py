@@ -22,6 +22,7 @@ from transferlab.data.sources import SourceContext, load_source
 from transferlab.data.storage import Storage, human_bytes
 from transferlab.data.stream_store import StreamedImages
 from transferlab.data.subsample import stratified_split
+from transferlab.data.unlabeled import capped, check_choice, check_pool, hide_labels, rest_indices
 from transferlab.errors import DataError
 from transferlab.utils.seeding import seed_training_batch
 
@@ -56,8 +57,11 @@ class TransferDataModule(pl.LightningDataModule):
         tokenize=None,
         bucket_by_length: bool = False,
         bucket_size_multiplier: int = 50,
+        unlabeled: str | None = None,
+        unlabeled_max: int | None = None,
     ):
         super().__init__()
+        check_choice(unlabeled, unlabeled_max)
         self.source = source
         self.source_args = dict(source_args or {})
         self.transform = transform
@@ -77,6 +81,9 @@ class TransferDataModule(pl.LightningDataModule):
         # Texts only: training batches of similar lengths, eval batches longest first (data/loaders.py).
         self.bucket_by_length = bucket_by_length
         self.bucket_size_multiplier = bucket_size_multiplier
+        # The unlabelled pool (data/unlabeled.py): splits["unlabeled"] when set, never served by a loader.
+        self.unlabeled = unlabeled
+        self.unlabeled_max = unlabeled_max
         self.splits: dict[str, ImageArrays] = {}
         self.classes: list[str] = []
 
@@ -96,6 +103,7 @@ class TransferDataModule(pl.LightningDataModule):
                 pool.labels, seed=self.seed, samples_per_class=self.samples_per_class, train_fraction=self.train_fraction, classes=pool.classes,
                 unit=unit,
             )
+            val_idx = None
             val = splits.val
         else:
             train_idx, val_idx = stratified_split(
@@ -109,8 +117,11 @@ class TransferDataModule(pl.LightningDataModule):
                 unit=unit,
             )
             val = pool.subset(val_idx)
+        unlabeled = self._unlabeled_pool(splits, train_idx, val_idx)
         # Last, since take() may reuse the pool's memory for the training split.
         self.splits = {"train": pool.take(train_idx), "val": val, "test": splits.test}
+        if unlabeled is not None:
+            self.splits["unlabeled"] = unlabeled
         self.classes = list(pool.classes)
         for name, arrays in self.splits.items():
             if len(arrays) == 0:
@@ -125,7 +136,25 @@ class TransferDataModule(pl.LightningDataModule):
             self.source, len(self.splits["train"]), len(self.splits["val"]), len(self.splits["test"]),
             unit, self.num_classes, tuple(pool.inputs.shape[1:]),
         )
+        if unlabeled is not None:
+            log.info("data %s: unlabeled (data.unlabeled=%s) %d %s, labels hidden", self.source, self.unlabeled, len(unlabeled), unit)
         log.info("data %s %s", self.source, self.held_bytes_text())
+
+    def _unlabeled_pool(self, splits, train_idx: torch.Tensor, val_idx: torch.Tensor | None):
+        """data.unlabeled's pool, labels hidden; carved before the pool's memory goes to the training split."""
+        if self.unlabeled is None:
+            return None
+        if self.unlabeled == "rest":
+            pool = splits.train
+            idx = rest_indices(len(pool), train_idx, *([] if val_idx is None else [val_idx]))
+            unlabeled = pool.subset(capped(idx, self.unlabeled_max, self.seed))
+        else:
+            unlabeled = splits.unlabeled
+            if unlabeled is not None:
+                idx = capped(torch.arange(len(unlabeled)), self.unlabeled_max, self.seed)
+                unlabeled = unlabeled if len(idx) == len(unlabeled) else unlabeled.subset(idx)
+        check_pool(unlabeled, self.unlabeled, self.source)
+        return hide_labels(unlabeled)
 
     def held_bytes(self) -> dict[str, int]:
         """Bytes each split holds in memory (a streamed split: its labels and row numbers)."""

@@ -59,6 +59,13 @@ def make_strategy(cfg: DictConfig) -> Strategy:
     return strategy
 
 
+def check_unlabeled(cfg: DictConfig, strategy: Strategy) -> None:
+    """A strategy that learns from unlabelled images, refused before any data loads when there are none."""
+    if strategy.needs_unlabeled and not cfg.data.get("unlabeled"):
+        raise ConfigError(f"strategy={strategy.name} learns from unlabelled images, and data.unlabeled is null: "
+                          "set data.unlabeled=rest (the training pool's unused images) or data.unlabeled=source")
+
+
 def optim_config(cfg: DictConfig) -> OptimConfig:
     values = plain(cfg.optim)
     values.pop("label_smoothing", None)
@@ -113,6 +120,8 @@ def datamodule_for(cfg: DictConfig, transform, storage_size: int, tokenize=None)
         # Off where the key is missing: a run from before it existed resumes in the order it began with.
         bucket_by_length=bool(d.get("bucket_by_length", False)),
         bucket_size_multiplier=int(d.get("bucket_size_multiplier") or 50),
+        unlabeled=d.get("unlabeled"),
+        unlabeled_max=d.get("unlabeled_max"),
     )
 
 
@@ -139,6 +148,7 @@ def make_run(cfg: DictConfig, weights: str | None = None, init: bool = True) -> 
     checkpoint's tensors replace them). `init=False` skips model.init_from for the same reason."""
     check_config(cfg)
     strategy = make_strategy(cfg)
+    check_unlabeled(cfg, strategy)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     init_path = cfg.model.get("init_from") if init else None
     init_ckpt = None

@@ -7,6 +7,7 @@ training split's mean and scale before fitting (L-BFGS converges in far fewer st
 is folded back into one nn.Linear on the raw features, so the model's head serves it unchanged.
 
 Objective for a penalty lam:  mean cross-entropy(x W^T + b, y) + lam / 2 * ||W||^2  (b is not penalised).
+With sample weights the mean is weighted (sum w_i ce_i / sum w_i), so the penalty keeps its scale.
 """
 
 from __future__ import annotations
@@ -60,11 +61,19 @@ def fit_logistic_regression(
     max_iter: int = 1000,
     tol: float = 1e-7,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    sample_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
-    """Minimise the penalised mean cross-entropy on (x, y) with full-batch L-BFGS (strong Wolfe).
+    """Minimise the penalised (weighted) mean cross-entropy on (x, y) with full-batch L-BFGS (strong Wolfe).
 
     Returns weight [C, D], bias [C], the final training loss and the number of iterations.
     """
+    sw = None if sample_weight is None else sample_weight.to(x.dtype)
+
+    def data_loss(logits: torch.Tensor) -> torch.Tensor:
+        if sw is None:  # the unweighted mean exactly, so unweighted probes fit as they always did
+            return F.cross_entropy(logits, y)
+        return (F.cross_entropy(logits, y, reduction="none") * sw).sum() / sw.sum()
+
     d = x.shape[1]
     w = torch.zeros(num_classes, d, dtype=x.dtype) if init is None else init[0].clone()
     b = torch.zeros(num_classes, dtype=x.dtype) if init is None else init[1].clone()
@@ -75,14 +84,14 @@ def fit_logistic_regression(
 
     def closure():
         opt.zero_grad()
-        loss = F.cross_entropy(x @ w.T + b, y) + 0.5 * weight_decay * (w * w).sum()
+        loss = data_loss(x @ w.T + b) + 0.5 * weight_decay * (w * w).sum()
         loss.backward()
         return loss
 
     with torch.enable_grad():
         opt.step(closure)
     with torch.no_grad():
-        loss = float(F.cross_entropy(x @ w.T + b, y) + 0.5 * weight_decay * (w * w).sum())
+        loss = float(data_loss(x @ w.T + b) + 0.5 * weight_decay * (w * w).sum())
     iterations = int(opt.state[opt._params[0]].get("n_iter", 0))
     return w.detach(), b.detach(), loss, iterations
 
@@ -95,9 +104,11 @@ def fit_linear_probe(
     num_classes: int,
     grid: tuple[float, ...] | list[float] | None = None,
     max_iter: int = 1000,
+    sample_weight: torch.Tensor | None = None,
 ) -> ProbeResult:
     """Fit one probe per lam in `grid` on train, keep the one with the best val accuracy (ties: the
-    lower val loss, then the larger lam). `val_x` may be [N, V, D]: logits are averaged over views."""
+    lower val loss, then the larger lam). `val_x` may be [N, V, D]: logits are averaged over views.
+    `sample_weight` [N] weighs the training examples' losses (pseudo-labels against real ones)."""
     grid = sorted(float(g) for g in (grid or DEFAULT_GRID))
     if not grid or any(g < 0 for g in grid):
         raise ConfigError(f"strategy.probe_weight_decays={grid}: give one or more penalties >= 0, e.g. [1e-4, 1e-3, 1e-2]")
@@ -112,7 +123,8 @@ def fit_linear_probe(
     rows, best, init = [], None, None
     # Strongest penalty first: each solution warm-starts the next, weaker one.
     for lam in reversed(grid):
-        w, b, train_loss, iters = fit_logistic_regression(xs, y, num_classes, lam, max_iter=max_iter, init=init)
+        w, b, train_loss, iters = fit_logistic_regression(xs, y, num_classes, lam, max_iter=max_iter, init=init,
+                                                          sample_weight=sample_weight)
         init = (w, b)
         with torch.no_grad():
             logits = _logits(vs, w, b)

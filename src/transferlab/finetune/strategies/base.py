@@ -86,6 +86,8 @@ class Strategy:
     # train none of them (unfreeze_top=0, milestones past the last epoch) is refused, not recorded
     # as this strategy.
     trains_backbone: ClassVar[bool] = True
+    # Whether it learns from an unlabelled pool (data.unlabeled): a run without one is refused.
+    needs_unlabeled: ClassVar[bool] = False
 
     def __init__(self, config: Any):
         self.config = config

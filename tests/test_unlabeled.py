@@ -1,0 +1,87 @@
+"""data.unlabeled: an unlabelled pool beside the labelled splits, labels hidden, the labelled splits
+untouched.
+
+`rest` is the training pool that neither the subset nor validation drew; `source` is the source's
+own pool (data=fashion_mnist_shifted, on tiny IDX files as in test_shifted_data.py).
+"""
+
+import hashlib
+
+import pytest
+import torch
+
+from test_shifted_data import fake_fashion  # noqa: F401  (a fixture)
+from transferlab.data.arrays import UNLABELED
+from transferlab.data.datamodule import TransferDataModule
+from transferlab.data.unlabeled import capped
+from transferlab.errors import DataError
+
+SYNTHETIC = {"num_classes": 4, "train_per_class": 20, "test_per_class": 5, "image_size": 8, "seed": 3}
+
+
+def datamodule(unlabeled=None, source="synthetic", source_args=SYNTHETIC, **kw):
+    kw = {"samples_per_class": 5, "val_per_class": 3, "seed": 11, **kw}
+    dm = TransferDataModule(source, transform=None, source_args=source_args, unlabeled=unlabeled, **kw)
+    dm.setup()
+    return dm
+
+
+def identities(images: torch.Tensor) -> set[str]:
+    return {hashlib.sha1(image.numpy().tobytes()).hexdigest() for image in images}
+
+
+@pytest.mark.parametrize("kw", [{}, {"samples_per_class": None, "train_fraction": 0.5}, {"val_per_class": None, "val_fraction": 0.2}])
+def test_labelled_splits_are_identical_with_and_without_the_rest(kw):
+    plain, with_rest = datamodule(**kw), datamodule("rest", **kw)
+    assert set(plain.splits) == {"train", "val", "test"} and set(with_rest.splits) == {"train", "val", "test", "unlabeled"}
+    for split in ("train", "val", "test"):
+        assert torch.equal(plain.splits[split].images, with_rest.splits[split].images), split
+        assert torch.equal(plain.splits[split].labels, with_rest.splits[split].labels), split
+
+
+def test_the_rest_is_the_unused_pool_with_hidden_labels():
+    dm = datamodule("rest")
+    rest = dm.splits["unlabeled"]
+    assert (rest.labels == UNLABELED).all()
+    assert rest.classes == dm.classes
+    sizes = dm.split_sizes()
+    assert sizes["train"] + sizes["val"] + sizes["unlabeled"] == 4 * 20  # the whole training pool
+    assert sizes["unlabeled"] == 4 * (20 - 5 - 3)
+    # Synthetic images are all distinct (per-image noise), so identity by bytes is identity of images.
+    seen = {k: identities(dm.splits[k].images) for k in ("train", "val", "unlabeled")}
+    assert len(seen["unlabeled"]) == len(rest)
+    assert not seen["unlabeled"] & seen["train"] and not seen["unlabeled"] & seen["val"]
+    # The held bytes and the record's sizes count it like any split.
+    assert dm.held_bytes()["unlabeled"] == rest.nbytes
+
+
+def test_unlabeled_max_is_a_seeded_draw_that_leaves_the_labelled_splits_alone():
+    full, capped_dm = datamodule("rest"), datamodule("rest", unlabeled_max=10)
+    assert len(capped_dm.splits["unlabeled"]) == 10
+    assert identities(capped_dm.splits["unlabeled"].images) <= identities(full.splits["unlabeled"].images)
+    assert torch.equal(capped_dm.splits["train"].images, full.splits["train"].images)
+    again = datamodule("rest", unlabeled_max=10)
+    assert torch.equal(again.splits["unlabeled"].images, capped_dm.splits["unlabeled"].images)
+    idx = torch.arange(100)
+    assert torch.equal(capped(idx, 200, 0), idx)
+    assert (capped(idx, 30, 0).diff() > 0).all()
+
+
+def test_source_pool_is_the_sources_own(fake_fashion):  # noqa: F811
+    args = {"root": str(fake_fashion), "download": False, "corruption": "blur"}
+    dm = datamodule("source", source="fashion_mnist_shifted", source_args=args, samples_per_class=2, val_per_class=1)
+    plain = datamodule(None, source="fashion_mnist_shifted", source_args=args, samples_per_class=2, val_per_class=1)
+    assert len(dm.splits["unlabeled"]) == 30 and (dm.splits["unlabeled"].labels == UNLABELED).all()
+    for split in ("train", "val", "test"):
+        assert torch.equal(plain.splits[split].images, dm.splits[split].images)
+
+
+def test_bad_unlabeled_settings_name_the_fix():
+    with pytest.raises(DataError, match="data.unlabeled='all' is unknown: use rest"):
+        datamodule("all")
+    with pytest.raises(DataError, match="data.unlabeled=source but data.source=synthetic has no unlabelled pool: use data.unlabeled=rest"):
+        datamodule("source")
+    with pytest.raises(DataError, match="data.unlabeled=rest is empty .*lower data.samples_per_class"):
+        datamodule("rest", samples_per_class=17)
+    with pytest.raises(DataError, match="data.unlabeled_max=0 must be a whole number >= 1"):
+        datamodule("rest", unlabeled_max=0)
