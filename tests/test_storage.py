@@ -251,6 +251,7 @@ def test_auto_streams_above_the_budget_and_holds_in_memory_below(tmp_path, caplo
     ({"memory_budget": 0}, "data.memory_budget=0 is not a positive number"),
     ({"memory_budget": "lots"}, "data.memory_budget='lots'"),
     ({"optimize_workers": 0}, "data.stream.optimize_workers=0"),
+    ({"chunk_bytes": "64 megs"}, "data.stream.chunk_bytes='64 megs' is not a size"),
 ])
 def test_bad_storage_settings_are_one_line_errors(kw, match):
     with pytest.raises(ConfigError, match=match) as e:

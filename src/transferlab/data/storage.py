@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from transferlab.errors import ConfigError
 log = logging.getLogger(__name__)
 
 MODES = ("memory", "stream", "auto")
+# What litdata.optimize reads as a chunk size: a number and a decimal unit, "64MB", "1.5gb", "512k".
+_CHUNK_BYTES = re.compile(r"\s*\d+(\.\d+)?\s*(tb|gb|mb|kb|t|g|m|k|b)\s*", re.IGNORECASE)
 
 
 def total_memory_bytes() -> int | None:
@@ -55,6 +58,8 @@ class Storage:
             raise ConfigError(
                 f"data.memory_budget={budget!r} is not a positive number: give a share of RAM (e.g. 0.25) or bytes (e.g. 8e9)"
             )
+        if not _CHUNK_BYTES.fullmatch(str(self.chunk_bytes)):
+            raise ConfigError(f"data.stream.chunk_bytes={self.chunk_bytes!r} is not a size: give a number and a unit, e.g. 64MB or 1GB")
         if self.optimize_workers is not None and (isinstance(self.optimize_workers, bool) or int(self.optimize_workers) < 1):
             raise ConfigError(f"data.stream.optimize_workers={self.optimize_workers!r}: give a whole number >= 1, or null for one per CPU")
 

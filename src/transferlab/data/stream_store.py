@@ -108,8 +108,7 @@ class ChunkReader:
         return self.dataset()[int(position)]
 
     def images(self, positions: list[int]) -> np.ndarray:
-        rows = [self.row(p)["image"] for p in positions]
-        return np.stack(rows) if rows else np.empty((0,), np.uint8)
+        return np.stack([self.row(p)["image"] for p in positions])
 
 
 class StreamedView:
@@ -130,7 +129,7 @@ class StreamedView:
     def __getitem__(self, index) -> torch.Tensor:
         if isinstance(index, int):
             return self[[index]][0]
-        rows = self.positions[index] if not isinstance(index, list) else self.positions[torch.as_tensor(index, dtype=torch.long)]
+        rows = self.positions[index]
         if not len(rows):
             return torch.empty((0, *self.item_shape), dtype=torch.uint8)
         return torch.from_numpy(self.reader.images(rows.tolist()))
@@ -210,10 +209,7 @@ class Optimized:
     reader: ChunkReader
     position: np.ndarray  # int64 [N]: the file's row, -1 where it failed
     digests: list[bytes | None]
-    unreadable: list[tuple[Path, str]]
-    too_large: list[tuple[Path, str]]
-    disk_bytes: int | None  # of the chunks, where they are local
-    hit: bool = False
+    failed: list[tuple[Path, str]]  # (file, why) of the files that failed to decode, by file
 
 
 @contextlib.contextmanager
@@ -311,7 +307,6 @@ def optimize_files(files: list[Path], labels: list[int], side: int, channels: in
     log.info("stream %s: %d images at %dx%d, %d channel(s)%s, %s", chunks, len(files), side, side, channels,
              f", {human_bytes(disk)} on disk" if disk is not None else "", "reused" if cached.hit else "built")
     digests = [bytes(d.tolist()) if p >= 0 else None for d, p in zip(meta["digests"], meta["position"].tolist())]
-    unreadable = sorted((files[i], why) for i, kind, why in meta["failed"] if kind == "unreadable")
-    too_large = sorted((files[i], why) for i, kind, why in meta["failed"] if kind == "too_large")
-    return Optimized(reader, meta["position"].numpy(), digests, unreadable, too_large, disk, cached.hit)
+    failed = sorted((files[i], why) for i, _, why in meta["failed"])
+    return Optimized(reader, meta["position"].numpy(), digests, failed)
 

@@ -287,7 +287,7 @@ def _stream(founds: dict[str, _Found], classes, class_dirs, fmt: _Format, opts: 
     if not files:  # nothing readable: the in-memory path names the empty class folders
         return {split: _decode_in_memory(f, split, classes, class_dirs[split], fmt, opts) for split, f in founds.items()}
     built = optimize_files(files, labels, fmt.side, fmt.channels, opts.max_pixels, storage)
-    failed = {p: why for p, why in built.unreadable + built.too_large}
+    failed = dict(built.failed)
     trees = {}
     for split, found in founds.items():
         n = len(found.listing.images)

@@ -63,8 +63,6 @@ class PseudoLabel(Strategy):
     def first_phase(self, head, features):
         linear_layer_of(head)  # an MLP head fails here, before any feature is extracted
         features.setup("fit")
-        if UNLABELED_SPLIT not in features.split_sizes():
-            raise ConfigError("strategy=pseudo_label learns from unlabelled images, and this run has none: set data.unlabeled=rest")
         c = self.config
         unlabeled = features.features(UNLABELED_SPLIT)
         cap = self.per_class_cap(len(unlabeled), features.num_classes)
