@@ -42,3 +42,51 @@ class Batch:
     def pin_memory(self) -> "Batch":
         # DataLoader's pin_memory calls this on objects it does not know.
         return Batch(**{f.name: (v.pin_memory() if isinstance(v, torch.Tensor) else v) for f in fields(self) for v in [getattr(self, f.name)]})
+
+
+@dataclass
+class SemiBatch:
+    """A training step's labelled batch and the unlabelled batch drawn with it (data.unlabeled).
+
+    From a loader, `unlabeled` holds uint8 images; after the per-batch transform it is the weak
+    (training-augmented) view and `strong`, when the strategy asks for one, a second, strongly
+    augmented view of the same images (FixMatch). Their labels are all UNLABELED.
+    """
+
+    labeled: Batch
+    unlabeled: Batch
+    strong: Batch | None = None
+
+    def __len__(self) -> int:
+        return len(self.labeled)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.labeled.labels
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        return self.labeled.inputs
+
+    def views(self) -> list[Batch]:
+        """The unlabelled views, weak first."""
+        return [self.unlabeled] + ([self.strong] if self.strong is not None else [])
+
+    def pin_memory(self) -> "SemiBatch":
+        return SemiBatch(*(b.pin_memory() if b is not None else None for b in (self.labeled, self.unlabeled, self.strong)))
+
+
+def concat(batches: list[Batch]) -> Batch:
+    """One batch of several, for one forward pass (BatchNorm then sees the labelled and unlabelled
+    images together, as FixMatch and DANN train). Token ids are right-padded to the longest."""
+    kind = batches[0].kind
+    if any(b.kind != kind for b in batches):
+        raise ValueError(f"cannot join batches of {sorted({b.kind for b in batches})}")
+    values = [b.inputs for b in batches]
+    masks = None
+    if kind == "input_ids":
+        width = max(v.shape[1] for v in values)
+        masks = [torch.nn.functional.pad(b.attention_mask if b.attention_mask is not None else torch.ones_like(b.input_ids),
+                                         (0, width - b.input_ids.shape[1])) for b in batches]
+        values = [torch.nn.functional.pad(v, (0, width - v.shape[1])) for v in values]
+    return Batch(**{kind: torch.cat(values)}, attention_mask=torch.cat(masks) if masks is not None else None)

@@ -16,13 +16,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from transferlab.data.arrays import ImageArrays
-from transferlab.data.batch import Batch
+from transferlab.data.batch import Batch, SemiBatch
 from transferlab.data.loaders import batch_loader
 from transferlab.data.sources import SourceContext, load_source
 from transferlab.data.storage import Storage, human_bytes
 from transferlab.data.stream_store import StreamedImages
 from transferlab.data.subsample import stratified_split
 from transferlab.data.unlabeled import capped, check_choice, check_pool, hide_labels, rest_indices
+from transferlab.data.unlabeled_batches import paired_loader
 from transferlab.errors import DataError
 from transferlab.utils.seeding import seed_training_batch
 
@@ -59,6 +60,8 @@ class TransferDataModule(pl.LightningDataModule):
         bucket_size_multiplier: int = 50,
         unlabeled: str | None = None,
         unlabeled_max: int | None = None,
+        unlabeled_ratio: int = 0,
+        strong_augment=None,
     ):
         super().__init__()
         check_choice(unlabeled, unlabeled_max)
@@ -84,6 +87,11 @@ class TransferDataModule(pl.LightningDataModule):
         # The unlabelled pool (data/unlabeled.py): splits["unlabeled"] when set, never served by a loader.
         self.unlabeled = unlabeled
         self.unlabeled_max = unlabeled_max
+        # Set by a strategy that trains on unlabelled batches (fixmatch, dann): each training step
+        # then draws unlabeled_ratio x batch_size of them (data/unlabeled_batches.py), and, with
+        # `strong_augment`, a strongly augmented second view of them.
+        self.unlabeled_ratio = unlabeled_ratio
+        self.strong_augment = strong_augment
         self.splits: dict[str, ImageArrays] = {}
         self.classes: list[str] = []
 
@@ -204,7 +212,17 @@ class TransferDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         # overfit_batches means the same few batches every epoch.
         overfit = self.trainer is not None and bool(self.trainer.overfit_batches)
+        if self.unlabeled_ratio and not overfit:
+            return self._paired_loader()
         return self._loader("train", shuffle=not overfit)
+
+    def _paired_loader(self) -> DataLoader:
+        labeled, unlabeled = self.splits["train"], self.splits["unlabeled"]
+        streamed = isinstance(labeled, StreamedImages) or isinstance(unlabeled, StreamedImages)
+        return paired_loader(
+            labeled, unlabeled, trainer=self.trainer, batch_size=self.batch_size, ratio=self.unlabeled_ratio, seed=self.seed,
+            num_workers=self.stream_workers if streamed else self.num_workers, pin_memory=torch.cuda.is_available(),
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
@@ -212,8 +230,14 @@ class TransferDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
-    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+    def on_after_batch_transfer(self, batch: Batch | SemiBatch, dataloader_idx: int) -> Batch | SemiBatch:
         self.transform.to(batch.inputs.device)
         training = self.trainer is not None and self.trainer.training
         seed_training_batch(self.trainer, self.seed)
+        if isinstance(batch, SemiBatch):
+            # Labelled, weak and strong views in this order, so every draw is a function of the batch's seed.
+            labeled = self.transform.apply(batch.labeled, train=True)
+            weak = self.transform.apply(batch.unlabeled, train=True)
+            strong = self.transform.apply(batch.unlabeled, train=True, strong=self.strong_augment) if self.strong_augment else None
+            return SemiBatch(labeled, weak, strong)
         return self.transform.apply(batch, train=training)

@@ -122,12 +122,13 @@ class BatchPreprocess(nn.Module):
         mode = "bilinear" if self.mode == "nearest" else self.mode
         return F.grid_sample(x, grid, mode=mode, padding_mode="reflection", align_corners=False)
 
-    def apply(self, batch: Batch, train: bool) -> Batch:
-        """The batch with its uint8 images replaced by the model's input."""
-        return batch.with_inputs(images=self(batch.images, train=train))
+    def apply(self, batch: Batch, train: bool, strong=None) -> Batch:
+        """The batch with its uint8 images replaced by the model's input. `strong` (a
+        StrongAugment, data/strong_augment.py) runs after the training geometry: FixMatch's strong view."""
+        return batch.with_inputs(images=self(batch.images, train=train, strong=strong))
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor, train: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, train: bool = False, generator: torch.Generator | None = None, strong=None) -> torch.Tensor:
         if images.dtype != torch.uint8:
             raise TypeError(f"BatchPreprocess takes uint8 images, got {images.dtype}")
         x = images.float().div_(255.0)
@@ -135,5 +136,7 @@ class BatchPreprocess(nn.Module):
             x = self._train_geometry(x, generator)
         else:
             x = self._eval_geometry(x)
+        if strong is not None:
+            x = strong(x)
         x = self._channels(x.clamp_(0.0, 1.0))
         return ((x - self.mean) / self.std).contiguous()

@@ -82,9 +82,12 @@ def make_backbone(cfg: DictConfig, weights: str) -> Backbone:
     return build_backbone(str(cfg.model.get("backbone", "timm")), model=model, data=plain(cfg.data), weights=weights)
 
 
-def make_datamodule(cfg: DictConfig, backbone: Backbone) -> TransferDataModule:
+def make_datamodule(cfg: DictConfig, backbone: Backbone, strategy: Strategy | None = None) -> TransferDataModule:
     augment = AugmentConfig(**plain(cfg.data.augment)) if cfg.data.get("augment") else None
-    return datamodule_for(cfg, backbone.batch_transform(augment), backbone.storage_size, make_tokenize(cfg, backbone))
+    datamodule = datamodule_for(cfg, backbone.batch_transform(augment), backbone.storage_size, make_tokenize(cfg, backbone))
+    if strategy is not None:  # a strategy that trains on unlabelled batches beside the labelled ones
+        datamodule.unlabeled_ratio, datamodule.strong_augment = strategy.unlabeled_ratio, strategy.strong_augment
+    return datamodule
 
 
 def make_tokenize(cfg: DictConfig, backbone: Backbone):
@@ -161,12 +164,11 @@ def make_run(cfg: DictConfig, weights: str | None = None, init: bool = True) -> 
         # A classical baseline uses the model only for its input format (tokenizer, storage size).
         weights = str(cfg.model.weights) if strategy.config.pretrained and strategy.trains_network else "none"
     backbone = make_backbone(cfg, weights)
-    if not strategy.trains_network:
-        strategy.check_modality(backbone.modality)
+    strategy.check_modality(backbone.modality)
     if init_ckpt is not None:
         init_backbone_from(backbone.model, init_ckpt, init_path, model_name=str(cfg.model.name))
     strategy.prepare(backbone)
-    datamodule = make_datamodule(cfg, backbone)
+    datamodule = make_datamodule(cfg, backbone, strategy)
     datamodule.setup()
     head = _make_head(cfg, backbone, datamodule.num_classes)
     if init_ckpt is not None:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from transferlab.data.batch import Batch
+from transferlab.data.batch import Batch, SemiBatch, concat
 from transferlab.errors import DivergedError
 from transferlab.finetune.optim import OptimConfig, build_optimizer, build_scheduler, param_groups
 from transferlab.finetune.plan import FinetunePlan
@@ -23,10 +23,14 @@ def planned_steps(trainer: pl.Trainer, batches_per_epoch: int) -> int:
     making the training iterator. Lightning makes it to count the batches, before a resumed fit has
     restored its epoch; a DataLoader with workers then draws its first batches right away, from
     epoch 0's order, and the first epoch after the resume replays them (tests/test_storage.py)."""
+    steps = steps_per_epoch(trainer, batches_per_epoch) * max(trainer.max_epochs or 1, 1)
+    return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
+
+
+def steps_per_epoch(trainer: pl.Trainer, batches_per_epoch: int) -> int:
     limit = trainer.limit_train_batches  # fast_dev_run and overfit_batches set it too
     batches = min(batches_per_epoch, int(limit)) if isinstance(limit, int) else int(batches_per_epoch * limit)
-    steps = math.ceil(batches / trainer.accumulate_grad_batches) * max(trainer.max_epochs or 1, 1)
-    return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
+    return math.ceil(batches / trainer.accumulate_grad_batches)
 
 
 class TransferModule(pl.LightningModule):
@@ -75,6 +79,7 @@ class TransferModule(pl.LightningModule):
         )
         # The last test's confusion matrix, synced over DDP ranks like the metrics above; None before a test.
         self.test_confusion: list[list[int]] | None = None
+        self.total_steps: int | None = None  # optimizer steps of the whole fit, set with the optimizer
         # Train mode throughout, as a new module is: Lightning keeps each submodule's mode as it finds
         # it, and some libraries hand out pre-trained networks in eval mode (transformers'
         # from_pretrained), which would turn dropout off in training and differ from a resumed run.
@@ -93,32 +98,48 @@ class TransferModule(pl.LightningModule):
     # --- forward and steps ---------------------------------------------------------------------
     def forward(self, batch: Batch) -> torch.Tensor:
         if batch.features is not None:
-            return self._head_on_features(batch.features)
+            return self.head_logits(batch.features)
         return self.head(self.encoder.features(batch))
 
-    def _head_on_features(self, x: torch.Tensor) -> torch.Tensor:
+    def head_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The head on pooled features ([B, D], or [B, V, D]: the mean of the views' logits)."""
         if x.ndim == 2:
             return self.head(x)
         b, v, d = x.shape  # several views of each image (the image and its mirror): mean of their logits
         return self.head(x.reshape(b * v, d)).view(b, v, -1).mean(1)
 
-    def training_step(self, batch: Batch, batch_idx):
-        features = batch.features if batch.features is not None else self.encoder.features(batch)
+    def _training_features(self, batch: Batch | SemiBatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The labelled batch's features and the unlabelled views' (none without a SemiBatch)."""
+        if not isinstance(batch, SemiBatch):
+            return (batch.features if batch.features is not None else self.encoder.features(batch)), []
+        # One forward over all of them: BatchNorm normalises labelled and unlabelled images together.
+        parts = [batch.labeled, *batch.views()]
+        features, *views = self.encoder.features(concat(parts)).split([len(p.inputs) for p in parts])
+        return features, views
+
+    def training_step(self, batch: Batch | SemiBatch, batch_idx):
+        features, views = self._training_features(batch)
+        labeled = batch.labeled if isinstance(batch, SemiBatch) else batch
         head_input = features.detach() if self.strategy.head_on_detached_features else features
-        logits = self._head_on_features(head_input)
-        y = batch.labels
+        logits = self.head_logits(head_input)
+        y = labeled.labels
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         if not torch.isfinite(loss):
-            raise DivergedError(self._divergence(loss.item(), batch.inputs))
+            raise DivergedError(self._divergence(loss.item(), labeled.inputs))
         acc = (logits.argmax(-1) == y).float().mean()
         self.log_dict({"train/loss": loss, "train/acc": acc}, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
-        for name, extra in (("feature_loss", self.strategy.feature_loss(features, y)), ("extra_loss", self.strategy.extra_loss(self))):
+        extras = (
+            ("feature_loss", self.strategy.feature_loss(features, y)),
+            ("extra_loss", self.strategy.extra_loss(self)),
+            ("unlabeled_loss", self.strategy.unlabeled_loss(self, features, views) if views else None),
+        )
+        for name, extra in extras:
             if extra is None:
                 continue
             self.log(f"train/{name}", extra, on_step=True, on_epoch=True, batch_size=len(y))
             loss = loss + extra
             if not torch.isfinite(loss):
-                raise DivergedError(self._divergence(loss.item(), batch.inputs))
+                raise DivergedError(self._divergence(loss.item(), labeled.inputs))
         return loss
 
     def _divergence(self, loss: float, x: torch.Tensor) -> str:
@@ -178,10 +199,17 @@ class TransferModule(pl.LightningModule):
         groups, units = param_groups(self.plan, self.backbone, self.head, self.plan.config.lr, self.optim_cfg.weight_decay)
         optimizer = build_optimizer(self.optim_cfg, groups)
         dm = self.trainer.datamodule
-        # Loaders passed to fit() directly (benchmarks) have no DataModule to ask: Lightning counts them.
-        total = planned_steps(self.trainer, len(dm.train_dataloader())) if dm is not None else int(self.trainer.estimated_stepping_batches)
         epochs = max(1, self.trainer.max_epochs or 1)
-        clock = self.optim_cfg.clock(steps_per_epoch=max(1, total // epochs), total_steps=total)
+        if dm is not None:
+            per_epoch = steps_per_epoch(self.trainer, len(dm.train_dataloader()))
+            total = planned_steps(self.trainer, len(dm.train_dataloader()))
+        else:  # loaders passed to fit() directly (benchmarks) have no DataModule to ask: Lightning counts them
+            total = int(self.trainer.estimated_stepping_batches)
+            per_epoch = total // epochs
+        self.total_steps = total  # the run's progress for schedules outside the optimizer (DANN's reversal weight)
+        # Per epoch as the loader has it, not total / max_epochs: a step budget (trainer.max_steps)
+        # cuts the run short of max_epochs, and warm-up is counted in epochs.
+        clock = self.optim_cfg.clock(steps_per_epoch=max(1, per_epoch), total_steps=total)
         scheduler = build_scheduler(optimizer, self.plan, units, clock)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

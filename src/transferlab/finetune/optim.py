@@ -41,7 +41,7 @@ def param_groups(plan: FinetunePlan, backbone: nn.Module, head: nn.Module, lr: f
     """Optimizer groups and, aligned with them, the unit each one schedules."""
     skip = set(backbone.no_weight_decay()) if hasattr(backbone, "no_weight_decay") else set()
     backbone_names = {id(p): n for n, p in backbone.named_parameters()}
-    head_names = {id(p): n for n, p in head.named_parameters()}
+    head_names = {id(p): n for n, p in [*head.named_parameters(), *plan.strategy_parameters()]}
     groups, units = [], []
     for unit in plan.units():
         lookup = head_names if unit.is_head else backbone_names

@@ -27,7 +27,7 @@ class ParamUnit:
     params: list[nn.Parameter]
     lr_scale: float  # relative to the head lr
     unfreeze_epoch: int  # first epoch in which these parameters train
-    group_index: int | None = None  # the block group; None for the head
+    group_index: int | None = None  # the block group; None for the head (and a strategy's own module, trained like it)
 
     @property
     def is_head(self) -> bool:
@@ -89,7 +89,15 @@ class FinetunePlan:
             if start is not None and rest:
                 units.append(ParamUnit(f"backbone.{g.name}", rest, self.lr_scale(g.index), start, g.index))
         units.append(ParamUnit("head", list(self.head.parameters()), 1.0, 0))
+        extra = self.strategy_parameters()
+        if extra:  # a module of the strategy's own (DANN's domain classifier): trains like the head
+            units.append(ParamUnit("strategy", [p for _, p in extra], 1.0, 0))
         return units
+
+    def strategy_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """(name, parameter) of the strategy's own module, named as the module registers it."""
+        state = self.strategy.state_module()
+        return [(f"strategy_state.{n}", p) for n, p in state.named_parameters()] if state is not None else []
 
     def units(self) -> list[ParamUnit]:
         """Every unit that trains at some point: backbone units bottom to top, then the head."""

@@ -12,7 +12,11 @@ into the run at four more places, each optional with a default that does nothing
 - `feature_loss(features, labels)` with `head_on_detached_features`, and `last_phase(head,
   features)`: a loss on the backbone's features instead of the head's gradient, and a head refitted
   on the tuned backbone's features after the loop (setfit.py);
-- `feature_cache` / `fits`: whether the loop runs on cached features, and whether it runs at all.
+- `feature_cache` / `fits`: whether the loop runs on cached features, and whether it runs at all;
+- `unlabeled_ratio`, `strong_augment` and `unlabeled_loss(module, features, views)`: training steps
+  that carry a batch of the unlabelled pool beside the labelled one (data/unlabeled_batches.py),
+  its views' features computed in the same forward pass, and a loss on them (fixmatch.py, dann.py).
+  `state_module()`'s parameters, if it has any, train with the head (DANN's domain classifier).
 
 `ClassicalStrategy` is the other kind: a baseline with no network (tfidf_lr, pixel_lr) that fits a
 model on the run's splits for the engine to score.
@@ -88,6 +92,8 @@ class Strategy:
     trains_backbone: ClassVar[bool] = True
     # Whether it learns from an unlabelled pool (data.unlabeled): a run without one is refused.
     needs_unlabeled: ClassVar[bool] = False
+    # The inputs it works on (fixmatch's strong view is made of image operations).
+    modalities: ClassVar[tuple[str, ...]] = ("image", "text")
 
     def __init__(self, config: Any):
         self.config = config
@@ -115,6 +121,11 @@ class Strategy:
 
     def check_run(self, max_epochs: int | None, head_type: str) -> None:
         """Checks against the rest of the run, before any data or weights load."""
+
+    def check_modality(self, modality: str) -> None:
+        if modality not in self.modalities:
+            raise ConfigError(f"strategy={self.name} works on {' and '.join(self.modalities)}s, and this run's model takes "
+                              f"{modality}s: use another strategy (partial, full, lora, ...), or a {self.modalities[0]} model and data")
 
     def schedule_fix(self, max_epochs: int) -> str:
         """What to change when the schedule would leave groups untrained (FinetunePlan.check_reachable)."""
@@ -166,6 +177,21 @@ class Strategy:
 
     def extra_loss(self, module) -> torch.Tensor | None:
         """A term added to the task loss at each training step."""
+        return None
+
+    @property
+    def unlabeled_ratio(self) -> int:
+        """Unlabelled images per labelled one in each training batch; 0: the loop sees labelled batches only."""
+        return 0
+
+    @property
+    def strong_augment(self):
+        """A StrongAugment (data/strong_augment.py) for a second, strongly augmented unlabelled view; None: one view."""
+        return None
+
+    def unlabeled_loss(self, module, features: torch.Tensor, views: list[torch.Tensor]) -> torch.Tensor | None:
+        """A term from the unlabelled views' pooled features (weak first, then strong), given the
+        labelled batch's `features`; `module` runs the head (`module.head_logits`) and logs."""
         return None
 
     def feature_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
