@@ -201,8 +201,8 @@ class TransferModule(pl.LightningModule):
         dm = self.trainer.datamodule
         epochs = max(1, self.trainer.max_epochs or 1)
         if dm is not None:
-            per_epoch = steps_per_epoch(self.trainer, len(dm.train_dataloader()))
-            total = planned_steps(self.trainer, len(dm.train_dataloader()))
+            batches = len(dm.train_dataloader())
+            per_epoch, total = steps_per_epoch(self.trainer, batches), planned_steps(self.trainer, batches)
         else:  # loaders passed to fit() directly (benchmarks) have no DataModule to ask: Lightning counts them
             total = int(self.trainer.estimated_stepping_batches)
             per_epoch = total // epochs
