@@ -608,3 +608,22 @@ def test_per_class_recall_pools_runs_over_the_same_classes_and_names_the_weakest
     line = _recall_line("all training images, full", pooled_recall([many]))
     assert line.startswith("- all training images, full (1 run): c0 ") and ", … (20 more classes, all higher)" in line
     assert len(line.split(": ", 1)[1].split(", …")[0].split(", ")) == 10  # the ten weakest, then the rest counted
+
+
+def test_rows_show_the_labels_and_the_unlabelled_images_each_run_learned_from(tmp_path: Path) -> None:
+    sweep = tmp_path / "multiruns" / "2026-01-01_10-00-00"
+    for num, (strategy, unlabeled) in enumerate((("extract", None), ("partial", 20_000))):
+        m = _metrics("lite0", strategy, 10, 1)
+        m["data_sizes"] = {"train": 100, "val": 500, "test": 10_000, **({"unlabeled": unlabeled} if unlabeled else {})}
+        _job(sweep, num, [f"strategy={strategy}"], m)
+    write_report([sweep])
+    md = (sweep / "results.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| model | data |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    rows = {r[3].strip("* "): r for r in ([c.strip() for c in line.strip("|").split("|")] for line in md.splitlines()
+                                         if line.startswith("| lite0 |"))}
+    labels, unlabeled = columns.index("labels"), columns.index("unlabeled")
+    assert (rows["extract"][labels], rows["extract"][unlabeled]) == ("100", "0")
+    assert (rows["partial"][labels], rows["partial"][unlabeled]) == ("100", "20k")
+    results = pd.read_csv(sweep / "results.csv")
+    assert sorted(results["data_sizes.unlabeled"].fillna(0)) == [0, 20_000]

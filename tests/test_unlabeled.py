@@ -85,3 +85,39 @@ def test_bad_unlabeled_settings_name_the_fix():
         datamodule("rest", samples_per_class=17)
     with pytest.raises(DataError, match="data.unlabeled_max=0 must be a whole number >= 1"):
         datamodule("rest", unlabeled_max=0)
+
+
+def test_a_target_source_gives_the_test_split_and_the_unlabelled_pool(fake_fashion):  # noqa: F811
+    args = {"root": str(fake_fashion), "download": False}
+    target = {"source": "fashion_mnist_shifted", "source_args": {**args, "corruption": "blur"}}
+    shifted = datamodule("source", source="fashion_mnist_shifted", source_args=target["source_args"], samples_per_class=2, val_per_class=1)
+    dm = datamodule(None, source="fashion_mnist", source_args=args, samples_per_class=2, val_per_class=1, target=target)
+    plain = datamodule(None, source="fashion_mnist", source_args=args, samples_per_class=2, val_per_class=1)
+    assert dm.unlabeled == "target"
+    for split in ("train", "val"):  # the labelled splits are the source's, as without a target
+        assert torch.equal(dm.splits[split].images, plain.splits[split].images)
+    assert torch.equal(dm.splits["test"].images, shifted.splits["test"].images)  # scored on the target
+    assert not torch.equal(dm.splits["test"].images, plain.splits["test"].images)
+    assert torch.equal(dm.splits["unlabeled"].images, shifted.splits["unlabeled"].images)
+    assert (dm.splits["unlabeled"].labels == UNLABELED).all()
+
+
+def test_a_target_without_a_pool_of_its_own_lends_its_training_images_with_labels_hidden():
+    target = {"source": "synthetic", "source_args": {**SYNTHETIC, "seed": 9}}
+    dm = datamodule(None, target=target)
+    other = datamodule(None, source_args={**SYNTHETIC, "seed": 9}, samples_per_class=None, val_per_class=None, val_fraction=0.5)
+    assert len(dm.splits["unlabeled"]) == SYNTHETIC["num_classes"] * SYNTHETIC["train_per_class"]
+    assert (dm.splits["unlabeled"].labels == UNLABELED).all()
+    assert identities(dm.splits["test"].images) == identities(other.splits["test"].images)
+
+
+@pytest.mark.parametrize("target, unlabeled, message", [
+    (None, "target", "data.unlabeled=target but data.target is null"),
+    ({"source_args": {}}, None, "names no source"),
+    ({"source": "synthetic", "root": "x"}, None, "data.target has no key root"),
+    ({"source": "synthetic"}, "rest", "data.target is set, and data.unlabeled=rest"),
+    ({"source": "synthetic", "source_args": {**SYNTHETIC, "num_classes": 3}}, None, "a target domain must have the source's classes"),
+])
+def test_bad_target_settings_name_the_fix(target, unlabeled, message):
+    with pytest.raises(DataError, match=message):
+        datamodule(unlabeled, target=target)

@@ -8,6 +8,7 @@ the transform the backbone supplies (for images: BatchPreprocess, data/transform
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Protocol
 
@@ -22,7 +23,8 @@ from transferlab.data.sources import SourceContext, load_source
 from transferlab.data.storage import Storage, human_bytes
 from transferlab.data.stream_store import StreamedImages
 from transferlab.data.subsample import stratified_split
-from transferlab.data.unlabeled import capped, check_choice, check_pool, hide_labels, rest_indices
+from transferlab.data.unlabeled import (capped, check_choice, check_pool, check_same_classes, check_target, hide_labels, rest_indices,
+                                        target_pool)
 from transferlab.data.unlabeled_batches import paired_loader
 from transferlab.errors import DataError
 from transferlab.utils.seeding import seed_training_batch
@@ -62,9 +64,11 @@ class TransferDataModule(pl.LightningDataModule):
         unlabeled_max: int | None = None,
         unlabeled_ratio: int = 0,
         strong_augment=None,
+        target: dict | None = None,
     ):
         super().__init__()
         check_choice(unlabeled, unlabeled_max)
+        check_target(target, unlabeled)
         self.source = source
         self.source_args = dict(source_args or {})
         self.transform = transform
@@ -85,7 +89,9 @@ class TransferDataModule(pl.LightningDataModule):
         self.bucket_by_length = bucket_by_length
         self.bucket_size_multiplier = bucket_size_multiplier
         # The unlabelled pool (data/unlabeled.py): splits["unlabeled"] when set, never served by a loader.
-        self.unlabeled = unlabeled
+        # Another source as the target domain: its test split is the run's, its images the unlabelled pool.
+        self.target = dict(target) if target else None
+        self.unlabeled = "target" if self.target and unlabeled is None else unlabeled
         self.unlabeled_max = unlabeled_max
         # Set by a strategy that trains on unlabelled batches (fixmatch, dann): each training step
         # then draws unlabeled_ratio x batch_size of them (data/unlabeled_batches.py), and, with
@@ -101,6 +107,8 @@ class TransferDataModule(pl.LightningDataModule):
             return
         context = SourceContext(seed=self.seed, storage_size=self.storage_size, tokenize=self.tokenize, storage=self.storage)
         splits = load_source(self.source, self.source_args, context)
+        if self.target:
+            splits = self._with_target(splits, context)
         pool = splits.train
         if self.tokenize is not None and pool.field != "input_ids":
             raise DataError(f"data.source={self.source} holds images, and this model is a text encoder: use an image "
@@ -148,6 +156,14 @@ class TransferDataModule(pl.LightningDataModule):
             log.info("data %s: unlabeled (data.unlabeled=%s) %d %s, labels hidden", self.source, self.unlabeled, len(unlabeled), unit)
         log.info("data %s %s", self.source, self.held_bytes_text())
 
+    def _with_target(self, splits, context):
+        """The source's labelled pool with the target's test split and unlabelled images."""
+        name = str(self.target["source"])
+        target = load_source(name, dict(self.target.get("source_args") or {}), context, key="data.target")
+        check_same_classes(splits.train.classes, target.train.classes, self.source, name)
+        log.info("data.target=%s: tested on its test split (%d), its training images the unlabelled pool", name, len(target.test))
+        return dataclasses.replace(splits, test=target.test, unlabeled=target_pool(target))
+
     def _unlabeled_pool(self, splits, train_idx: torch.Tensor, val_idx: torch.Tensor | None):
         """data.unlabeled's pool, labels hidden; carved before the pool's memory goes to the training split."""
         if self.unlabeled is None:
@@ -156,7 +172,7 @@ class TransferDataModule(pl.LightningDataModule):
             pool = splits.train
             idx = rest_indices(len(pool), train_idx, *([] if val_idx is None else [val_idx]))
             unlabeled = pool.subset(capped(idx, self.unlabeled_max, self.seed))
-        else:
+        else:  # source, or target: _with_target put the target's images there
             unlabeled = splits.unlabeled
             if unlabeled is not None:
                 idx = capped(torch.arange(len(unlabeled)), self.unlabeled_max, self.seed)

@@ -61,9 +61,11 @@ def make_strategy(cfg: DictConfig) -> Strategy:
 
 def check_unlabeled(cfg: DictConfig, strategy: Strategy) -> None:
     """A strategy that learns from unlabelled images, refused before any data loads when there are none."""
-    if strategy.needs_unlabeled and not cfg.data.get("unlabeled"):
+    has_target = bool((cfg.data.get("target") or {}).get("source"))  # a target domain lends its images
+    if strategy.needs_unlabeled and not cfg.data.get("unlabeled") and not has_target:
         raise ConfigError(f"strategy={strategy.name} learns from unlabelled images, and data.unlabeled is null: "
-                          "set data.unlabeled=rest (the training pool's unused images) or data.unlabeled=source")
+                          "set data.unlabeled=rest (the training pool's unused images), data.unlabeled=source, "
+                          "or a target domain (data.target.source=<source>)")
 
 
 def optim_config(cfg: DictConfig) -> OptimConfig:
@@ -125,6 +127,7 @@ def datamodule_for(cfg: DictConfig, transform, storage_size: int, tokenize=None)
         bucket_size_multiplier=int(d.get("bucket_size_multiplier") or 50),
         unlabeled=d.get("unlabeled"),
         unlabeled_max=d.get("unlabeled_max"),
+        target=plain(d.get("target")) if (d.get("target") or {}).get("source") else None,
     )
 
 

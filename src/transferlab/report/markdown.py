@@ -85,11 +85,11 @@ def _verdicts(comparisons: pd.DataFrame, noun: str) -> list[str]:
 
 def _all_groups(groups: pd.DataFrame, unit: str, noun: str) -> list[str]:
     header = ["model", "data", f"{noun}/class", "strategy", "seeds", f"test acc{unit}", f"val acc{unit}",
-              "trainable params", "total params", "time (s)", "code"]
+              "labels", "unlabeled", "trainable params", "total params", "time (s)", "code"]
     rows = [
         [r.model, r.data, r.size, _bold(r.strategy, r.best), r.seeds or "–",
          _bold(_pm(r.test_mean, r.test_std), r.best), _pm(r.val_mean, r.val_std),
-         _count(r.trainable), _count(r.total), _pm(r.time_mean, r.time_std, 1), r.code]
+         _count(r.labels), _count(r.unlabeled), _count(r.trainable), _count(r.total), _pm(r.time_mean, r.time_std, 1), r.code]
         for r in groups.itertuples()
     ]
     return _table(header, rows)

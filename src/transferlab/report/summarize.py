@@ -11,7 +11,7 @@ from transferlab.record import COMPLETED
 from transferlab.report.columns import is_missing, numeric, text
 from transferlab.report.experiments import GROUP_KEYS
 
-RUN_COLUMNS = (*GROUP_KEYS, "size_x", "seed", "test", "val", "trainable", "total", "time", "code", "modality")
+RUN_COLUMNS = (*GROUP_KEYS, "size_x", "seed", "test", "val", "trainable", "total", "labels", "unlabeled", "time", "code", "modality")
 
 
 def completed_runs(jobs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
@@ -29,6 +29,9 @@ def completed_runs(jobs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
         "val": numeric(done, "val.acc") * scale,
         "trainable": numeric(done, "params.trainable"),
         "total": numeric(done, "params.total"),
+        # Labelled training examples and the unlabelled pool a run learned from (0: none).
+        "labels": numeric(done, "data_sizes.train"),
+        "unlabeled": numeric(done, "data_sizes.unlabeled").fillna(0) if "data_sizes.unlabeled" in done else 0,
         "time": numeric(done, "time.total_s").fillna(numeric(done, "time.fit_s")),
         "code": done["code"].map(lambda c: text(c, missing="unknown")),
         # image | text, for the report's wording; records before it existed are images.
@@ -64,7 +67,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     parameter counts, the code commits, and `best` (the highest test mean of its (model, data,
     size), where more than one strategy ran)."""
     columns = [*GROUP_KEYS, "size_x", "n", "seeds", "test_mean", "test_std", "val_mean", "val_std",
-               "trainable", "total", "time_mean", "time_std", "code", "best"]
+               "trainable", "total", "labels", "unlabeled", "time_mean", "time_std", "code", "best"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
     by = runs.groupby(list(GROUP_KEYS), sort=False)
@@ -75,6 +78,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         test_mean=("test", "mean"), test_std=("test", "std"),
         val_mean=("val", "mean"), val_std=("val", "std"),
         trainable=("trainable", "median"), total=("total", "median"),
+        labels=("labels", "median"), unlabeled=("unlabeled", "median"),
         time_mean=("time", "mean"), time_std=("time", "std"),
         code=("code", code_summary),
     ).reset_index()

@@ -102,7 +102,7 @@ def _fashion_from_files(files: dict[str, Path]) -> Splits:
 
 
 @register("fashion_mnist")
-def load_fashion_mnist(root: str | None, download: bool = True, context: SourceContext | None = None) -> Splits:
+def load_fashion_mnist(root: str | None = None, download: bool = True, context: SourceContext | None = None) -> Splits:
     """Fashion-MNIST from ``root`` (flat or torchvision's FashionMNIST/raw), Debian's package, or a download."""
     tried: list[str] = []
     folders: list[tuple[str, Path]] = []

@@ -37,7 +37,7 @@ def check_args(corruption: object, severity: object) -> None:
 
 @register("fashion_mnist_shifted")
 def load_fashion_mnist_shifted(
-    root: str | None,
+    root: str | None = None,
     download: bool = True,
     corruption: str = MIX,
     severity: int = 3,

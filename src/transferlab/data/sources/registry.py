@@ -9,6 +9,8 @@ it takes to add a source. A source that can keep its images in LitData chunks in
 
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -51,15 +53,32 @@ def source_names() -> list[str]:
     return sorted(_SOURCES)
 
 
-def load_source(name: str, args: dict[str, Any], context: SourceContext) -> Splits:
+def load_source(name: str, args: dict[str, Any], context: SourceContext, key: str = "data") -> Splits:
+    """The source's splits; `key` is where its name and arguments sit in the config, for the errors."""
     if name not in _SOURCES:
         raise DataError(
-            f"data.source={name!r} is unknown: use one of {', '.join(source_names())} "
+            f"{key}.source={name!r} is unknown: use one of {', '.join(source_names())} "
             "(or add a module to src/transferlab/data/sources/)"
         )
+    _check_arguments(name, args, key)
     if context.storage.mode == "stream" and name not in _STREAMING:
         raise DataError(
             f"data.source={name} is held in memory and cannot stream: data.storage=stream is for "
             f"{', '.join(sorted(_STREAMING))}; use data.storage=memory (or auto)"
         )
     return _SOURCES[name](context=context, **args)
+
+
+def _check_arguments(name: str, args: dict[str, Any], key: str) -> None:
+    """A DataError naming the missing or unknown source argument, not the loader's TypeError."""
+    params = inspect.signature(_SOURCES[name]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n in params if n != "context"]
+    unknown = sorted(set(args) - set(accepted))
+    if unknown:
+        raise DataError(f"{key}.source={name} takes no argument {', '.join(f'{key}.source_args.{k}' for k in unknown)} "
+                        f"(it takes {', '.join(accepted) or 'none'}): drop it")
+    missing = [n for n in accepted if params[n].default is inspect.Parameter.empty and n not in args]
+    if missing:
+        raise DataError(f"{key}.source={name} needs {', '.join(f'{key}.source_args.{k}' for k in missing)}: set it")
