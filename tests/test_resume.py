@@ -59,6 +59,17 @@ def assert_same_results(a: dict, b: dict, tol: float = 1e-4) -> None:
             assert abs(a[split][k] - b[split][k]) <= tol, (split, k, a[split][k], b[split][k])
 
 
+def plain_and_resumed(root: Path, args: list[str], task: str) -> tuple[dict, dict]:
+    """The records of `args` run through, and run again SIGTERMed mid-epoch 2 and resumed."""
+    train(root, *args, f"task_name={task}_plain")
+    (plain,) = runs(root, f"{task}_plain")
+    train(root, *args, *KILL, "+callbacks.kill.signal_name=SIGTERM", f"task_name={task}_killed", expect=143)
+    (stopped,) = runs(root, f"{task}_killed")
+    train(root, f"ckpt_path={stopped}", "trainer.accelerator=cpu", "+trainer.enable_progress_bar=false", f"task_name={task}_killed")
+    _, resumed = runs(root, f"{task}_killed")
+    return metrics(plain), metrics(resumed)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     root = tmp_path_factory.mktemp("uninterrupted")
@@ -185,15 +196,9 @@ def test_a_finished_run_is_not_resumed_again_without_more_epochs(uninterrupted, 
 @pytest.mark.slow
 def test_lora_resumes_exactly_with_its_adapters(tmp_path):
     lora = [a for a in RUN if not a.startswith("strategy")] + ["strategy=lora", "strategy.r=4"]
-    train(tmp_path, *lora, "task_name=lora_plain")
-    (plain,) = runs(tmp_path, "lora_plain")
-    train(tmp_path, *lora, *KILL, "+callbacks.kill.signal_name=SIGTERM", "task_name=lora_killed", expect=143)
-    (stopped,) = runs(tmp_path, "lora_killed")
-    train(tmp_path, f"ckpt_path={stopped}", "trainer.accelerator=cpu", "+trainer.enable_progress_bar=false", "task_name=lora_killed")
-    _, resumed = runs(tmp_path, "lora_killed")
-    r = metrics(resumed)
+    plain, r = plain_and_resumed(tmp_path, lora, "lora")
     assert r["status"] == "completed" and r["config"]["strategy"] == "lora"
-    assert_same_results(r, metrics(plain))
+    assert_same_results(r, plain)
     trained = r["trained"]["units"]
     assert trained["head"] == r["trained"]["optimizer_steps"] and not r["trained"]["untrained"]
     assert r["params"]["trainable"] < 0.2 * r["params"]["total"]  # adapters and the head

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from test_bad_input import error_line, run
-from test_resume import KILL, assert_same_results, metrics, runs, train
+from test_resume import RUN, assert_same_results, plain_and_resumed
 from test_strategies import composed
 
 from transferlab import train as train_cli
@@ -147,16 +147,8 @@ def test_fixmatch_composes_with_the_block_plan(tmp_path):
 def test_fixmatch_run_completes_and_resumes_exactly(tmp_path):
     semi = ["strategy=fixmatch", "strategy.unlabeled_ratio=2", "strategy.threshold=0.3", "data.unlabeled=rest",
             "data.samples_per_class=8", "data.source_args.train_per_class=24"]
-    from test_resume import RUN
-
     base = [a for a in RUN if not a.startswith("strategy")] + semi
-    train(tmp_path, *base, "task_name=fm_plain")
-    (plain,) = runs(tmp_path, "fm_plain")
-    train(tmp_path, *base, *KILL, "+callbacks.kill.signal_name=SIGTERM", "task_name=fm_killed", expect=143)
-    (stopped,) = runs(tmp_path, "fm_killed")
-    train(tmp_path, f"ckpt_path={stopped}", "trainer.accelerator=cpu", "+trainer.enable_progress_bar=false", "task_name=fm_killed")
-    _, resumed = runs(tmp_path, "fm_killed")
-    r, p = metrics(resumed), metrics(plain)
+    p, r = plain_and_resumed(tmp_path, base, "fm")
     assert r["status"] == p["status"] == "completed" and r["config"]["strategy"] == "fixmatch"
     assert_same_results(r, p)
     assert p["data_sizes"]["unlabeled"] > 0

@@ -32,8 +32,10 @@ TINY = [
 PLOTS = ("acc_vs_size.png", "acc_vs_time.png", "params_by_strategy.png")
 # Every strategy, from the config folder: compare_strategies sweeps them all.
 # The image comparison runs every strategy that takes images (tfidf_lr reads texts) and learns from
-# the labelled subset alone (pseudo_label also reads data.unlabeled: more data, another comparison).
-STRATEGIES = {p.stem for p in (CONFIG_DIR / "strategy").glob("*.yaml")} - {"tfidf_lr", "pseudo_label"}
+# the labelled subset alone (pseudo_label, fixmatch and dann also read data.unlabeled: more data,
+# another comparison: experiment=semi_supervised and experiment=domain_shift).
+UNLABELED = {"pseudo_label", "fixmatch", "dann"}
+STRATEGIES = {p.stem for p in (CONFIG_DIR / "strategy").glob("*.yaml")} - {"tfidf_lr"} - UNLABELED
 
 
 def _sweep_dir(log_dir: Path, task: str) -> Path:
@@ -381,3 +383,21 @@ def test_text_data_efficiency_preset_composes_every_job(configs):
         if cfg.strategy.name == "extract":  # the experiment's own setting for one strategy
             assert cfg.strategy.solver == "lbfgs"
     assert seen == strategies
+
+
+@pytest.mark.parametrize("preset, sizes, strategies", [
+    ("semi_supervised", ["10", "100"], {"extract", "pseudo_label", "fixmatch"}),
+    ("domain_shift", [None], {"full", "dann", "fixmatch"}),
+])
+def test_unlabelled_presets_compose_every_job(configs, preset, sizes, strategies):
+    hydra_cfg = compose("train", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    jobs = _expand(OmegaConf.to_container(hydra_cfg.hydra.sweeper.params))
+    assert len(jobs) == len(strategies) * 3 * (len(sizes) if sizes[0] else 1)
+    for job in jobs:
+        cfg = _check_job([f"experiment={preset}", *job])
+        assert cfg.data.unlabeled in ("rest", "source") and cfg.trainer.max_steps == 300 and cfg.optim.label_smoothing == 0.0
+        assert cfg.strategy.name in strategies
+        if cfg.strategy.name == "extract":
+            assert cfg.strategy.solver == "lbfgs"
+        if cfg.strategy.name == "fixmatch":
+            assert cfg.strategy.unlabeled_ratio == 3
