@@ -208,3 +208,12 @@ def test_bad_semi_supervised_settings_name_the_fix(tmp_path, monkeypatch, capsys
     debug = [] if "unfreeze_top=0" in " ".join(args) else ["debug=fdr"]
     line = error_line(*run(train_cli.main, [*TINY_RUN, *debug, *args], tmp_path, monkeypatch, capsys)[::2])
     assert message in line, line
+
+
+def test_fixmatch_refuses_text_and_dann_takes_both():
+    from transferlab.finetune.strategies import build_strategy
+
+    with pytest.raises(ConfigError, match="strategy=fixmatch works on images, and this run's model takes texts"):
+        build_strategy({"name": "fixmatch"}).check_modality("text")
+    for modality in ("image", "text"):
+        build_strategy({"name": "dann"}).check_modality(modality)
