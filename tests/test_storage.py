@@ -382,3 +382,21 @@ def test_take_moves_rows_in_place_for_a_large_ordered_subset_and_copies_otherwis
         source = arrays()
         taken = source.take(idx)
         assert torch.equal(taken.images, arrays().subset(idx).images) and taken.images.data_ptr() != source.images.data_ptr()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_unlabelled_batches_stream_as_they_are_held_in_memory(tmp_path, workers):
+    root = image_folder(tmp_path / "f", per_class=12)
+    kw = {"unlabeled": "rest", "samples_per_class": 4, "unlabeled_ratio": 2}
+    mem, stm = datamodule(root, Storage(), **kw), datamodule(root, streamed(tmp_path), workers=workers, **kw)
+    mem.setup(), stm.setup()
+    assert isinstance(stm.splits["unlabeled"], StreamedImages)
+    for epoch in (0, 1):
+        loaders = [dm.train_dataloader() for dm in (mem, stm)]
+        for loader in loaders:
+            loader.batch_sampler.set_epoch(epoch)
+        a, b = (list(loader) for loader in loaders)
+        assert len(a) == len(b) > 1
+        for x, y in zip(a, b):
+            assert torch.equal(x.labeled.images, y.labeled.images) and torch.equal(x.labeled.labels, y.labeled.labels)
+            assert torch.equal(x.unlabeled.images, y.unlabeled.images) and (y.unlabeled.labels == -1).all()

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from transferlab.data.batch import Batch, SemiBatch
-from transferlab.data.loaders import EpochBatches, _as_is, _epoch_to_come, rank_batch_size
+from transferlab.data.batch import SemiBatch
+from transferlab.data.loaders import EpochBatches, InMemoryBatches, _as_is, _epoch_to_come, rank_batch_size
 from transferlab.errors import ConfigError
 
 # Apart from the labelled order's seed stream, which must not move when an unlabelled pool is added.
@@ -71,21 +71,18 @@ class PairedBatches(Sampler):
 
 
 class PairedDataset(Dataset):
-    """Two in-memory splits gathered a whole batch at a time, into a SemiBatch."""
+    """Two splits gathered a whole batch at a time (InMemoryBatches each), into a SemiBatch."""
 
     def __init__(self, labeled, unlabeled):
-        self.labeled, self.unlabeled = labeled, unlabeled
+        self.labeled = InMemoryBatches(labeled.inputs, labeled.labels, labeled.field)
+        self.unlabeled = InMemoryBatches(unlabeled.inputs, unlabeled.labels, unlabeled.field)
 
     def __len__(self) -> int:
         return len(self.labeled)
 
-    def _gather(self, arrays, indices: list[int]) -> Batch:
-        index = torch.as_tensor(indices, dtype=torch.long)
-        return Batch(labels=arrays.labels[index], **{arrays.field: arrays.inputs[index]})
-
     def __getitems__(self, pair) -> SemiBatch:
         labeled, unlabeled = pair
-        return SemiBatch(self._gather(self.labeled, labeled), self._gather(self.unlabeled, unlabeled))
+        return SemiBatch(self.labeled.__getitems__(labeled), self.unlabeled.__getitems__(unlabeled))
 
 
 def paired_loader(labeled, unlabeled, *, trainer, batch_size: int, ratio: int, seed: int, num_workers: int = 0,
