@@ -7,6 +7,7 @@ own pool (data=fashion_mnist_shifted, on tiny IDX files as in test_shifted_data.
 
 import hashlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -121,3 +122,61 @@ def test_a_target_without_a_pool_of_its_own_lends_its_training_images_with_label
 def test_bad_target_settings_name_the_fix(target, unlabeled, message):
     with pytest.raises(DataError, match=message):
         datamodule(unlabeled, target=target)
+
+
+def test_a_folder_of_images_is_the_pool_at_the_labelled_splits_stored_format(tmp_path, caplog):
+    from PIL import Image
+
+    folder = tmp_path / "pool" / "nested"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    plain, dm = datamodule(None), datamodule(str(tmp_path / "pool"))
+    pool = dm.splits["unlabeled"]
+    assert len(pool) == 5 and (pool.labels == UNLABELED).all()
+    assert pool.images.shape[1:] == plain.splits["train"].images.shape[1:]  # synthetic's stored channels and side
+    for split in ("train", "val", "test"):
+        assert torch.equal(plain.splits[split].images, dm.splits[split].images)
+    assert "skipped 1 of 6 image files" in caplog.text
+    assert len(datamodule(str(tmp_path / "pool"), unlabeled_max=2).splits["unlabeled"]) == 2
+
+
+@pytest.mark.parametrize("kind", ["lines", "folder", "table"])
+def test_unlabelled_texts_from_each_kind_of_path(tmp_path, kind):
+    from transferlab.data.text import Tokens
+    from transferlab.data.unlabeled_files import load_unlabeled_texts
+
+    texts = ["first text", "second one", "a third"]
+    if kind == "lines":
+        path = tmp_path / "pool.txt"
+        path.write_text("\n".join([texts[0], "", *texts[1:]]) + "\n")
+    elif kind == "folder":
+        path = tmp_path / "pool"
+        path.mkdir()
+        for i, t in enumerate(texts):
+            (path / f"{i}.txt").write_text(t + "\n")
+    else:
+        path = tmp_path / "pool.csv"
+        path.write_text("id,body\n" + "".join(f"{i},{t}\n" for i, t in enumerate(texts)))
+
+    def tokenize(batch):
+        ids = torch.tensor([[len(w) for w in t.split()] + [0] * (3 - len(t.split())) for t in batch])
+        return Tokens(ids, pad_id=0, truncated=0)
+
+    like = type("Like", (), {"classes": ["a", "b"]})()
+    pool = load_unlabeled_texts(path, like, tokenize, column="body")
+    assert pool.texts == texts and (pool.labels == UNLABELED).all() and pool.input_ids.shape == (3, 3)
+
+
+def test_a_bad_unlabelled_path_names_the_fix(tmp_path):
+    with pytest.raises(DataError, match="is unknown: use rest .* a folder of images"):
+        datamodule(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no image files"):
+        datamodule(str(tmp_path / "empty"))
+    (tmp_path / "one.png").write_bytes(b"x")
+    with pytest.raises(DataError, match="is a file: for images pass a folder"):
+        datamodule(str(tmp_path / "one.png"))

@@ -177,7 +177,7 @@ RULES: dict[str, Rule] = {
     "data.eval_hflip": Rule("bool"),
     "data.store_size": Rule("int", low=1, nullable=True, hint="the largest side images are stored at; null: the model's eval resize"),
     "data.stream.num_workers": Rule("int", low=0),
-    "data.unlabeled": Rule("str", choices=("rest", "source", "target"), nullable=True, hint="null: no unlabelled pool"),
+    "data.unlabeled": Rule("str", nullable=True, hint="rest, source, target, a folder of images or a file of texts; null: no unlabelled pool"),
     "data.unlabeled_max": Rule("int", low=1, nullable=True, hint="null keeps the whole unlabelled pool"),
     "data.max_length": Rule("int", low=8, hint="tokens per text; longer texts are cut"),
     "data.token_cache": Rule("bool"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 from typing import Any, Protocol
 
 import lightning.pytorch as pl
@@ -23,8 +24,9 @@ from transferlab.data.sources import SourceContext, load_source
 from transferlab.data.storage import Storage, human_bytes
 from transferlab.data.stream_store import StreamedImages
 from transferlab.data.subsample import stratified_split
-from transferlab.data.unlabeled import (capped, check_choice, check_pool, check_same_classes, check_target, hide_labels, rest_indices,
+from transferlab.data.unlabeled import (CHOICES, capped, check_choice, check_pool, check_same_classes, check_target, hide_labels, rest_indices,
                                         target_pool)
+from transferlab.data.unlabeled_files import load_unlabeled_images, load_unlabeled_texts
 from transferlab.data.unlabeled_batches import paired_loader
 from transferlab.errors import DataError
 from transferlab.utils.seeding import seed_training_batch
@@ -65,6 +67,7 @@ class TransferDataModule(pl.LightningDataModule):
         unlabeled_ratio: int = 0,
         strong_augment=None,
         target: dict | None = None,
+        unlabeled_column: str = "text",
     ):
         super().__init__()
         check_choice(unlabeled, unlabeled_max)
@@ -93,6 +96,7 @@ class TransferDataModule(pl.LightningDataModule):
         self.target = dict(target) if target else None
         self.unlabeled = "target" if self.target and unlabeled is None else unlabeled
         self.unlabeled_max = unlabeled_max
+        self.unlabeled_column = unlabeled_column  # the column of texts when data.unlabeled is a table
         # Set by a strategy that trains on unlabelled batches (fixmatch, dann): each training step
         # then draws unlabeled_ratio x batch_size of them (data/unlabeled_batches.py), and, with
         # `strong_augment`, a strongly augmented second view of them.
@@ -168,7 +172,10 @@ class TransferDataModule(pl.LightningDataModule):
         """data.unlabeled's pool, labels hidden; carved before the pool's memory goes to the training split."""
         if self.unlabeled is None:
             return None
-        if self.unlabeled == "rest":
+        if self.unlabeled not in CHOICES:  # a path (check_choice made sure it exists)
+            unlabeled = self._unlabeled_files(splits.train)
+            unlabeled = unlabeled.subset(capped(torch.arange(len(unlabeled)), self.unlabeled_max, self.seed))
+        elif self.unlabeled == "rest":
             pool = splits.train
             idx = rest_indices(len(pool), train_idx, *([] if val_idx is None else [val_idx]))
             unlabeled = pool.subset(capped(idx, self.unlabeled_max, self.seed))
@@ -179,6 +186,12 @@ class TransferDataModule(pl.LightningDataModule):
                 unlabeled = unlabeled if len(idx) == len(unlabeled) else unlabeled.subset(idx)
         check_pool(unlabeled, self.unlabeled, self.source)
         return hide_labels(unlabeled)
+
+    def _unlabeled_files(self, like):
+        path = Path(str(self.unlabeled)).expanduser()
+        if like.field == "images":
+            return load_unlabeled_images(path, like)
+        return load_unlabeled_texts(path, like, self.tokenize, self.unlabeled_column)
 
     def held_bytes(self) -> dict[str, int]:
         """Bytes each split holds in memory (a streamed split: its labels and row numbers)."""

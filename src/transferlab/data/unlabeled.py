@@ -2,6 +2,7 @@
 
 - `rest`: the part of the training pool that neither the training subset nor validation drew;
 - `source`: the source's own `Splits.unlabeled` (a target domain's images);
+- a path: a folder of images, or a text file / table of texts (data/unlabeled_files.py);
 - `target`: the training images of another source, `data.target` (whose test split the run is
   scored on): its `Splits.unlabeled` if it has one, else its training pool; the default when
   data.target is set;
@@ -16,6 +17,7 @@ labels the pool is meant to hide.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 
@@ -28,9 +30,10 @@ _CAP_SEED_OFFSET = 7919
 
 
 def check_choice(unlabeled: str | None, unlabeled_max: int | None) -> None:
-    if unlabeled is not None and unlabeled not in CHOICES:
+    if unlabeled is not None and unlabeled not in CHOICES and not Path(str(unlabeled)).expanduser().exists():
         raise DataError(f"data.unlabeled={unlabeled!r} is unknown: use rest (the training pool's unused images), source "
-                        "(the source's own unlabelled pool), target (data.target's training images) or null")
+                        "(the source's own unlabelled pool), target (data.target's training images), a folder of images, "
+                        "a text file or table of texts, or null")
     if unlabeled_max is not None and (isinstance(unlabeled_max, bool) or int(unlabeled_max) != unlabeled_max or unlabeled_max < 1):
         raise DataError(f"data.unlabeled_max={unlabeled_max!r} must be a whole number >= 1, or null to keep the whole pool")
 

@@ -127,6 +127,7 @@ def datamodule_for(cfg: DictConfig, transform, storage_size: int, tokenize=None)
         bucket_size_multiplier=int(d.get("bucket_size_multiplier") or 50),
         unlabeled=d.get("unlabeled"),
         unlabeled_max=d.get("unlabeled_max"),
+        unlabeled_column=str(d.get("unlabeled_column") or "text"),
         target=plain(d.get("target")) if (d.get("target") or {}).get("source") else None,
     )
 
