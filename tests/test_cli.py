@@ -31,12 +31,12 @@ def metrics_of(log_dir):
     return json.loads(files[0].read_text()), files[0].parent
 
 
-# Every strategy that takes images (tfidf_lr reads texts: tests/test_text.py runs it).
-STRATEGIES = sorted(p.stem for p in (ROOT / "configs" / "strategy").glob("*.yaml") if p.stem != "tfidf_lr")
+# Every strategy that takes images (tfidf_lr reads texts: tests/test_text.py runs it; fixmatch's
+# whole runs, killed and resumed, are in tests/test_semi_supervised.py).
+STRATEGIES = sorted(p.stem for p in (ROOT / "configs" / "strategy").glob("*.yaml") if p.stem not in ("tfidf_lr", "fixmatch"))
 # Schedules fitted to TINY's 3 epochs; everything else is each strategy's own default.
 FITTED = {"gradual": ["strategy.milestones=[1,2]"], "two_phase": ["strategy.head_epochs=2", "strategy.lr=3e-3"],
           "pseudo_label": ["data.unlabeled=rest", "data.samples_per_class=32"],
-          "fixmatch": ["data.unlabeled=rest", "data.samples_per_class=32", "strategy.unlabeled_ratio=1", "strategy.threshold=0.5"],
           "dann": ["data.unlabeled=rest", "data.samples_per_class=32", "strategy.hidden=32"]}
 HEAD = 512 * 4 + 4  # resnet10t features x 4 synthetic classes
 
