@@ -42,7 +42,10 @@ def domain_classifier(num_features: int, hidden: int, dropout: float) -> nn.Modu
 class DannConfig(TopGroups, LayerDecay, StrategyConfig):
     decay: float = field(default=0.7, metadata=rule("float", low=0.0, high=1.0, low_open=True, hint="1.0 is one lr for every group"))
     unlabeled_ratio: int = field(default=1, metadata=rule("int", low=1))  # target images per source image in a step
-    domain_weight: float = field(default=1.0, metadata=rule("float", low=0.0, low_open=True))
+    # 0: the target batch only passes through the network beside the source batch, so BatchNorm's
+    # statistics see both domains and nothing else adapts: the control that tells what the
+    # adversarial loss adds to that.
+    domain_weight: float = field(default=1.0, metadata=rule("float", low=0.0))
     reversal_weight: float = field(default=1.0, metadata=rule("float", low=0.0, low_open=True))
     reversal_gamma: float = field(default=10.0, metadata=rule("float", low=0.0, low_open=True))
     hidden: int = field(default=1024, metadata=rule("int", low=1))
