@@ -217,3 +217,9 @@ def test_fixmatch_refuses_text_and_dann_takes_both():
         build_strategy({"name": "fixmatch"}).check_modality("text")
     for modality in ("image", "text"):
         build_strategy({"name": "dann"}).check_modality(modality)
+
+
+def test_a_strategy_that_learns_from_labels_alone_does_not_load_the_pool(tmp_path, caplog):
+    r = make_run(composed(tmp_path, "strategy=partial", *SEMI))
+    assert "unlabeled" not in r.datamodule.splits and r.datamodule.unlabeled_ratio == 0
+    assert "strategy=partial learns from labelled images only, so the pool is not loaded" in caplog.text

@@ -89,6 +89,8 @@ def make_datamodule(cfg: DictConfig, backbone: Backbone, strategy: Strategy | No
     datamodule = datamodule_for(cfg, backbone.batch_transform(augment), backbone.storage_size, make_tokenize(cfg, backbone))
     if strategy is not None:  # a strategy that trains on unlabelled batches beside the labelled ones
         datamodule.unlabeled_ratio, datamodule.strong_augment = strategy.unlabeled_ratio, strategy.strong_augment
+        if not strategy.needs_unlabeled and datamodule.unlabeled != "target":
+            datamodule.unlabeled = None  # make_run said so; a target domain still lends its test split
     return datamodule
 
 
@@ -172,6 +174,9 @@ def make_run(cfg: DictConfig, weights: str | None = None, init: bool = True) -> 
     if init_ckpt is not None:
         init_backbone_from(backbone.model, init_ckpt, init_path, model_name=str(cfg.model.name))
     strategy.prepare(backbone)
+    if cfg.data.get("unlabeled") and not strategy.needs_unlabeled:
+        log.warning("data.unlabeled=%s: strategy=%s learns from labelled images only, so the pool is not loaded",
+                    cfg.data.unlabeled, strategy.name)
     datamodule = make_datamodule(cfg, backbone, strategy)
     datamodule.setup()
     head = _make_head(cfg, backbone, datamodule.num_classes)
