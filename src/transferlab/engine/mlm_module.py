@@ -12,6 +12,9 @@ class MaskedLMModule(pl.LightningModule):
     def __init__(self, model: nn.Module, lr: float, weight_decay: float, warmup_steps: int, total_steps: int):
         super().__init__()
         self.model = model
+        # from_pretrained hands out an eval-mode model and Lightning keeps each submodule's mode: without
+        # this, dropout would be off while pre-training.
+        self.model.train()
         self.lr, self.weight_decay = float(lr), float(weight_decay)
         self.warmup_steps, self.total_steps = int(warmup_steps), max(1, int(total_steps))
         self.losses: list[float] = []  # every step's, for the record's first and last losses
