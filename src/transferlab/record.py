@@ -66,6 +66,8 @@ class RunConfig:
     unfreeze_top: int | None = None
     solver: str | None = None  # extract: sgd (the loop) | lbfgs (the probe)
     strategy_args: dict = field(default_factory=dict)  # the strategy's other knobs (lora's r, l2_sp's alpha...)
+    # classify | mlm (continued pre-training alone) | tapt (mlm on the run's texts, then classify); None before it existed.
+    task: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -108,6 +110,9 @@ class RunRecord:
     reused_from: str | None = None  # auto_resume: the earlier job whose finished results these are
     feature_cache: dict | None = None
     probe: dict | None = None  # the L-BFGS probe's penalty grid and choice
+    # The masked-LM pre-training (task=mlm, or task=tapt's first phase): texts, steps, losses before
+    # and after, its own time; for tapt also whether the encoder came from the cache.
+    mlm: dict | None = None
     # The test split's confusion matrix: {"split", "classes", "matrix" (counts, rows the true class),
     # "picture" (its PNG's file name in the run dir, absent when drawing failed)}. None before schema 3.
     confusion: dict | None = None

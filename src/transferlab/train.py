@@ -21,6 +21,8 @@ from transferlab.engine.assemble import Run, make_run, maybe_compile
 from transferlab.engine.execute import fit_and_test
 from transferlab.engine.policy import is_multirun, run_guarded
 from transferlab.engine.recording import completed_record, failure_record, write_failure, write_record
+from transferlab.engine.pretrain import train_mlm
+from transferlab.engine.tasks import MLM, task_of
 from transferlab.engine.resume import ResumePoint, refuse_finished, resume_point, resumed_config, stored_choices, stored_wandb_id
 from transferlab.errors import RunNotValid, cli, exit_with
 from transferlab.models.checkpoint import read_checkpoint
@@ -58,6 +60,11 @@ def train(cfg: DictConfig, run: Run | None = None) -> dict:
     start = time.perf_counter()
     code_state(str(CONFIG_DIR.parent))  # the code as this process imported it (cached for the record)
     overrides = _overrides()
+    if task_of(cfg) == MLM:  # continued pre-training: no classifier, no resume (engine/pretrain.py)
+        record = train_mlm(cfg, choices=_choices(), overrides=overrides)
+        if first_process():
+            write_record(cfg, record)
+        return record.to_dict()
     point = resume_point(cfg, overrides)
     if point.finished is not None:
         return _reuse_finished(cfg, point)
@@ -120,6 +127,14 @@ def _continue_wandb_run(cfg: DictConfig, wandb_id: str | None) -> None:
 def _report(metrics: dict) -> None:
     test, params, t = metrics["test"], metrics["params"], metrics["time"]
     c = metrics["config"]
+    if c.get("task") == MLM:
+        m = metrics.get("mlm") or {}
+        loss = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        print(f"\nvalidation MLM loss {loss(m.get('val_loss_before'))} -> {loss(m.get('val_loss_after'))}  |  {c['model']} on {c['data']} "
+              f"({c['train_size']} texts, {m.get('steps')} steps)  |  {t['total_s']:.0f} s"
+              f"\nencoder: {metrics['best_checkpoint']} (fine-tune it with model.init_from=<it>)\nresults: {metrics['run_dir']}/metrics.json",
+              flush=True)
+        return
     acc = f"{test['acc']:.4f}" if "acc" in test else "n/a"
     status = "" if metrics["status"] == "completed" else f"  |  status {metrics['status']}: {metrics['error']}"
     print(

@@ -29,6 +29,7 @@ from transferlab.finetune.optim import OptimConfig
 from transferlab.finetune.plan import FinetunePlan
 from transferlab.finetune.strategies import Strategy, build_strategy
 from transferlab.engine.module import TransferModule
+from transferlab.engine.tasks import TAPT, task_of
 from transferlab.models.backbone import Backbone, build_backbone, count_params
 from transferlab.models.checkpoint import init_backbone_from, init_head_from, read_init_checkpoint
 from transferlab.models.heads import build_head
@@ -150,6 +151,7 @@ class Run:
     datamodule: TransferDataModule
     strategy: Strategy
     module: TransferModule
+    pretrain: dict | None = None  # task=tapt: the MLM phase the backbone came from
 
 
 def make_run(cfg: DictConfig, weights: str | None = None, init: bool = True) -> Run:
@@ -160,7 +162,10 @@ def make_run(cfg: DictConfig, weights: str | None = None, init: bool = True) -> 
     check_unlabeled(cfg, strategy)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     init_path = cfg.model.get("init_from") if init else None
-    init_ckpt = None
+    init_ckpt, pretrain = None, None
+    # Resume and eval pass `weights` (the checkpoint holds the tuned encoder): only a fresh run pre-trains.
+    if init and weights is None and task_of(cfg) == TAPT:
+        init_path, pretrain = _tapt_encoder(cfg, strategy)
     if init_path:
         if not strategy.config.pretrained:
             raise ConfigError(f"model.init_from={init_path} with strategy={strategy.name}, which trains from random init: drop one of them")
@@ -186,7 +191,17 @@ def make_run(cfg: DictConfig, weights: str | None = None, init: bool = True) -> 
             reset_head=bool(cfg.model.head.get("reset", False)),
         )
     module = _make_module(cfg, backbone, head, strategy, datamodule.classes)
-    return Run(backbone, datamodule, strategy, module)
+    return Run(backbone, datamodule, strategy, module, pretrain)
+
+
+def _tapt_encoder(cfg: DictConfig, strategy: Strategy) -> tuple[str, dict]:
+    if not (strategy.config.pretrained and strategy.trains_network):
+        raise ConfigError(f"task=tapt pre-trains the encoder that strategy={strategy.name} would not use: use task=classify with it")
+    from transferlab.engine.pretrain import tapt_encoder  # it builds its data and trainer with this module's helpers
+
+    path, summary = tapt_encoder(cfg)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)  # the classifier's draws, as without the phase
+    return path, summary
 
 
 def make_model(cfg: DictConfig, classes: list) -> TransferModule:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from transferlab import CONFIG_DIR
 from transferlab.engine.assemble import Run, debug_run
 from transferlab.engine.execute import Outcome
+from transferlab.engine.tasks import task_of
 from transferlab.errors import output_error
 from transferlab.models.backbone import count_params
 from transferlab.record import COMPLETED, FAILED, Params, RunConfig, RunRecord, Timing
@@ -66,7 +67,15 @@ def run_config(cfg: DictConfig, choices: dict, run: Run | None = None) -> RunCon
         unfreeze_top=_get(strategy_cfg, "unfreeze_top"),
         solver=_get(strategy_cfg, "solver"),
         strategy_args=strategy.knobs() if strategy is not None else {},
+        task=_task(cfg),
     )
+
+
+def _task(cfg: DictConfig) -> str | None:
+    try:
+        return task_of(cfg)
+    except Exception:  # the record of a failure on a bad task name must still be written
+        return None
 
 
 def _status(cfg: DictConfig, outcome: Outcome) -> tuple[str, str | None]:
@@ -113,6 +122,7 @@ def completed_record(cfg: DictConfig, run: Run, outcome: Outcome, *, choices: di
         overrides=overrides,
         resumed_from=str(resumed_from) if resumed_from is not None else None,
         probe=outcome.first_phase or outcome.last_phase,
+        mlm=run.pretrain,
         confusion=confusion_entry(run, outcome),
         provenance=provenance(CONFIG_DIR.parent),
     )

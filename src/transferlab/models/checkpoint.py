@@ -21,10 +21,14 @@ _SHOWN = 3  # how many differing tensors or class names a message names
 # The layout of the `transferlab` entry of a checkpoint; raised when that layout changes, so an
 # older transferlab names a newer checkpoint instead of misreading it.
 CHECKPOINT_FORMAT = 1
+# Marks a checkpoint of an encoder without a head (task=mlm): model.init_from takes it, with a new head;
+# resume, eval, predict and export need a classifier and refuse it by name.
+ENCODER_ONLY = "encoder_only"
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """A checkpoint written by train.py, or a CheckpointError saying why this file is not one."""
+def read_checkpoint(path: str | Path, need_head: bool = True) -> dict:
+    """A checkpoint written by train.py, or a CheckpointError saying why this file is not one.
+    `need_head`: refuse an encoder-only checkpoint (task=mlm), which classifies nothing."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder: pass its checkpoints/last.ckpt or checkpoints/epoch_<n>.ckpt")
@@ -48,6 +52,11 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(
             f"{path} was written by a newer transferlab (checkpoint format {written}; this one reads up to "
             f"{CHECKPOINT_FORMAT}): upgrade transferlab, or use the version that trained it"
+        )
+    if need_head and ckpt["transferlab"].get(ENCODER_ONLY):
+        raise CheckpointError(
+            f"{path} is an encoder pre-trained by task=mlm, with no classification head: fine-tune from it with "
+            f"model.init_from={path} (a new head), then resume, evaluate or export that run"
         )
     return ckpt
 
@@ -125,12 +134,15 @@ def _by_order(source: list[tuple[str, torch.Tensor]], target: dict[str, torch.Te
 
 def read_init_checkpoint(path: str | Path, model_name: str) -> dict:
     """`model.init_from=<ckpt>`, read and checked against model.name before any data loads."""
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, need_head=False)
     theirs = _stored_model(ckpt)
     if theirs and theirs != model_name:
+        config = _stored(ckpt).get("config") or {}
+        kind = ((config.get("model") or {}).get("backbone") if isinstance(config, dict) else None) or "timm"
+        what = "an MLM-pre-trained encoder of" if _stored(ckpt).get(ENCODER_ONLY) else "a"
         raise ConfigError(
-            f"model.init_from={path} holds a {theirs} backbone, this run builds {model_name}: "
-            f"set model=timm model.name={theirs}, or init from a {model_name} checkpoint"
+            f"model.init_from={path} holds {what} {theirs} backbone, this run builds {model_name}: "
+            f"set model={kind} model.name={theirs}, or init from a {model_name} checkpoint"
         )
     return ckpt
 
@@ -150,6 +162,10 @@ def init_head_from(head: nn.Module, ckpt: dict, path: str | Path, *, num_classes
     if reset_head:
         log.info("model.init_from=%s: backbone loaded; the head is new (model.head.reset=true)", path)
         return f"init_from:{path} (backbone; new head)"
+    if _stored(ckpt).get(ENCODER_ONLY):
+        # An MLM encoder has no classifier to keep: a new head is the only choice, not a silent one.
+        log.info("model.init_from=%s: an encoder pre-trained by task=mlm; backbone loaded, the head is new", path)
+        return f"init_from:{path} (mlm encoder; new head)"
     reset = "pass model.head.reset=true to start a new head"
     problem = head_mismatch(ckpt, path, num_classes, classes)
     if problem is not None:

@@ -29,7 +29,8 @@ ALL_LABEL = "all"
 # Recorded settings that make two runs of one strategy different experiments. `strategy_args.*`
 # (the strategy's own knobs: lora's r, l2_sp's alpha) join them. extract's solver is not here: it
 # is told apart by its variant.
-SETTING_KEYS = ("model_name", "weights", "image_size", "max_epochs", "lr", "decay", "unfreeze_top")
+# `task` tells fine-tuning from MLM-then-fine-tuning (experiment=tapt): "setfit (task=tapt)".
+SETTING_KEYS = ("model_name", "weights", "image_size", "max_epochs", "lr", "decay", "unfreeze_top", "task")
 STRATEGY_ARGS = "strategy_args."
 
 # Hydra names run and multirun dirs by their start time: ${now:%Y-%m-%d}_${now:%H-%M-%S-%f}.
@@ -42,6 +43,8 @@ def identify(jobs: pd.DataFrame) -> pd.DataFrame:
     if jobs.empty:
         return jobs
     jobs = add_size(jobs)
+    if "task" in jobs:  # records from before `task` existed are classification runs, not another setting
+        jobs["task"] = jobs["task"].map(lambda t: "classify" if is_missing(t) else t)
     jobs["strategy_name"] = jobs["strategy"]
     jobs["strategy"] = strategy_labels(jobs)
     return mark_duplicates(jobs)
@@ -92,6 +95,10 @@ def strategy_labels(jobs: pd.DataFrame) -> pd.Series:
     base = [text(s) for s in jobs["strategy"]]
     variant = jobs["variant"]
     parts: dict[int, list[str]] = {i: ([] if is_missing(v) else [str(v)]) for i, v in zip(jobs.index, variant)}
+    # An encoder pre-trained on the task's texts is another method even where no plain run sits beside it.
+    tapt = jobs["task"] == "tapt" if "task" in jobs else pd.Series(False, index=jobs.index)
+    for i in jobs.index[tapt.fillna(False).astype(bool)]:
+        parts[i].append("task=tapt")
 
     done = jobs["status"] == COMPLETED
     keys = [jobs[k].map(text) for k in ("model", "data", "size")] + [pd.Series(base, index=jobs.index), variant.map(text)]
@@ -102,7 +109,8 @@ def strategy_labels(jobs: pd.DataFrame) -> pd.Series:
             if values.nunique() > 1:
                 name = col.removeprefix(STRATEGY_ARGS)
                 for i, v in values.items():
-                    parts[i].append(f"{name}={v}")
+                    if f"{name}={v}" not in parts[i]:
+                        parts[i].append(f"{name}={v}")
     return pd.Series([f"{b} ({', '.join(parts[i])})" if parts[i] else b for b, i in zip(base, jobs.index)],
                      index=jobs.index, dtype=object)
 

@@ -18,6 +18,8 @@ def completed_runs(jobs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     """One row per counted run (completed, not a duplicate): the group keys as labels, the seed,
     accuracies in percent where the records hold fractions, and the scale applied (100 or 1)."""
     done = jobs[jobs["status"] == COMPLETED]
+    if "task" in done:  # a task=mlm run classifies nothing: it has no accuracy to average
+        done = done[done["task"].map(lambda t: text(t, missing="")) != "mlm"]
     accuracies = pd.concat([numeric(done, "test.acc"), numeric(done, "val.acc")])
     scale = 100.0 if accuracies.notna().any() and accuracies.max() <= 1.0 else 1.0
     runs = pd.DataFrame({
