@@ -32,7 +32,7 @@ from transferlab.data.feature_cache import state_dict_digest
 from transferlab.data.mlm_texts import masked_batches, masking_collator, mlm_texts, texts_digest, train_loader
 from transferlab.engine.assemble import debug_run, instantiate_trainer, make_backbone, make_datamodule, plain
 from transferlab.engine.mlm_module import MaskedLMModule, masked_loss
-from transferlab.engine.tasks import MLM, TAPT, task_of
+from transferlab.engine.tasks import MLM, TAPT
 from transferlab.errors import ConfigError
 from transferlab.models.backbone import count_params
 from transferlab.models.checkpoint import CHECKPOINT_FORMAT, ENCODER_ONLY, init_backbone_from, read_init_checkpoint
@@ -287,7 +287,6 @@ def tapt_encoder(cfg: DictConfig) -> tuple[str, dict]:
 
     log.info("MLM cache: %s", path)
     cached = read_or_build(path, read, build, lambda p, v: save_blob(p, CACHE_FORMAT, key, v), log, "MLM encoder")
-    del prep
     summary = {**cached.value["transferlab"]["mlm"], "cached": cached.hit, "checkpoint": str(path),
                "phase_s": round(time.perf_counter() - start, 2)}
     if cached.hit:
