@@ -16,7 +16,7 @@ from test_bad_input import error_line, run
 from transferlab import CONFIG_DIR
 from transferlab import train as train_cli
 from transferlab.engine.assemble import make_run, make_strategy
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, DataError
 from transferlab.finetune.linear_probe import fit_logistic_regression
 from transferlab.finetune.self_training import select_pseudo_labels, self_train
 from transferlab.finetune.temperature import fit_temperature
@@ -167,5 +167,5 @@ def test_bad_input_names_the_fix(tmp_path, monkeypatch, capsys):
         make_strategy(composed(tmp_path, "strategy=pseudo_label", "model.head.type=mlp"))
     with pytest.raises(ConfigError, match="strategy.rounds=0 is outside its range"):
         make_strategy(composed(tmp_path, "strategy=pseudo_label", "strategy.rounds=0"))
-    with pytest.raises(ConfigError, match="data.unlabeled='all' is outside its range: use null or one of rest, source"):
+    with pytest.raises(DataError, match="data.unlabeled='all' is unknown: use rest"):
         make_run(composed(tmp_path, "strategy=pseudo_label", "data.unlabeled=all"))

@@ -612,8 +612,7 @@ def test_per_class_recall_pools_runs_over_the_same_classes_and_names_the_weakest
 
 def test_rows_show_the_labels_and_the_unlabelled_images_each_run_learned_from(tmp_path: Path) -> None:
     sweep = tmp_path / "multiruns" / "2026-01-01_10-00-00"
-    # partial loaded a pool (a preset set data.unlabeled for every job) and ignored it; pseudo_label learned from it.
-    for num, (strategy, unlabeled) in enumerate((("extract", None), ("partial", 20_000), ("pseudo_label", 20_000))):
+    for num, (strategy, unlabeled) in enumerate((("extract", None), ("pseudo_label", 20_000))):
         m = _metrics("lite0", strategy if strategy in BASE else "extract", 10, 1)
         m["config"]["strategy"] = strategy
         m["data_sizes"] = {"train": 100, "val": 500, "test": 10_000, **({"unlabeled": unlabeled} if unlabeled else {})}
@@ -626,7 +625,6 @@ def test_rows_show_the_labels_and_the_unlabelled_images_each_run_learned_from(tm
                                          if line.startswith("| lite0 |"))}
     labels, unlabeled = columns.index("labels"), columns.index("unlabeled")
     assert (rows["extract"][labels], rows["extract"][unlabeled]) == ("100", "0")
-    assert (rows["partial"][labels], rows["partial"][unlabeled]) == ("100", "0")
     assert (rows["pseudo_label"][labels], rows["pseudo_label"][unlabeled]) == ("100", "20k")
     results = pd.read_csv(sweep / "results.csv")
-    assert sorted(results["data_sizes.unlabeled"].fillna(0)) == [0, 20_000, 20_000]
+    assert sorted(results["data_sizes.unlabeled"].fillna(0)) == [0, 20_000]

@@ -33,24 +33,14 @@ def completed_runs(jobs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
         "total": numeric(done, "params.total"),
         # Labelled training examples and the unlabelled pool a run learned from (0: none).
         "labels": numeric(done, "data_sizes.train"),
-        "unlabeled": _unlabeled_used(done),
+        # The pool's size as the record holds it: runs since the pool is loaded only for a strategy that learns from it.
+        "unlabeled": numeric(done, "data_sizes.unlabeled").fillna(0) if "data_sizes.unlabeled" in done else 0,
         "time": numeric(done, "time.total_s").fillna(numeric(done, "time.fit_s")),
         "code": done["code"].map(lambda c: text(c, missing="unknown")),
         # image | text, for the report's wording; records before it existed are images.
         "modality": done["modality"].map(lambda m: text(m, missing="image")) if "modality" in done else "image",
     }, index=done.index, columns=list(RUN_COLUMNS))
     return runs.reset_index(drop=True), scale
-
-
-def _unlabeled_used(done: pd.DataFrame) -> pd.Series:
-    """The unlabelled pool's size where the run's strategy learns from one; 0 where it was loaded
-    and ignored (a preset that sets data.unlabeled for every strategy it compares)."""
-    from transferlab.finetune.strategies import STRATEGIES
-
-    if "data_sizes.unlabeled" not in done:
-        return pd.Series(0.0, index=done.index)
-    learns = done["strategy_name"].map(lambda s: getattr(STRATEGIES.get(text(s)), "needs_unlabeled", True))
-    return numeric(done, "data_sizes.unlabeled").fillna(0).where(learns, 0.0)
 
 
 def code_counts(codes: Iterable[str]) -> list[tuple[str, int]]:
