@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from test_bad_input import TINY, error_line, run
-from test_text import WORDS, make_encoder, make_texts
+from test_text import WORDS, encoder, make_encoder, make_texts, texts  # noqa: F401  (encoder, texts: fixtures)
 
 from transferlab import CONFIG_DIR
 from transferlab import train as train_cli
@@ -29,16 +29,6 @@ MLM_RUN = ["model=hf", "data=text_files", "data.max_length=32", "trainer.acceler
            "+trainer.enable_progress_bar=false"]
 # One short epoch of fine-tuning, enough to write and test a checkpoint.
 FINETUNE = ["trainer.max_epochs=1", "data.batch_size=8", "strategy=partial"]
-
-
-@pytest.fixture(scope="module")
-def encoder(tmp_path_factory):
-    return make_encoder(tmp_path_factory.mktemp("enc") / "bert")
-
-
-@pytest.fixture(scope="module")
-def texts(tmp_path_factory):
-    return make_texts(tmp_path_factory.mktemp("texts") / "tree")
 
 
 def on(encoder, texts):
