@@ -62,6 +62,18 @@ def _code_line(codes: Iterable[str]) -> str:
     return "Code: " + ", ".join(f"`{code}` ({runs_phrase(n)})" for code, n in counts) + "."
 
 
+# Beside a group whose runs did not all run in the environment most runs share.
+OTHER_ENV = "†"
+
+
+def _env_line(envs: Iterable[str]) -> str:
+    counts = code_counts(envs)
+    if len(counts) == 1:
+        return f"Environment: lock `{counts[0][0]}` ({'the' if counts[0][1] == 1 else 'all'} {runs_phrase(counts[0][1])})."
+    return ("Environments differ: " + ", ".join(f"`{env}` ({runs_phrase(n)})" for env, n in counts)
+            + f"; {OTHER_ENV} marks a group with runs outside `{counts[0][0]}`.")
+
+
 def _strategy_table(g: pd.DataFrame, noun: str) -> list[str]:
     strategies = sorted(g["strategy"].unique())
     rows = []
@@ -87,7 +99,7 @@ def _all_groups(groups: pd.DataFrame, unit: str, noun: str) -> list[str]:
     header = ["model", "data", f"{noun}/class", "strategy", "seeds", f"test acc{unit}", f"val acc{unit}",
               "labels", "unlabeled", "trainable params", "total params", "time (s)", "code"]
     rows = [
-        [r.model, r.data, r.size, _bold(r.strategy, r.best), r.seeds or "–",
+        [r.model, r.data, r.size, _bold(r.strategy, r.best) + (OTHER_ENV if r.other_env else ""), r.seeds or "–",
          _bold(_pm(r.test_mean, r.test_std), r.best), _pm(r.val_mean, r.val_std),
          _count(r.labels), _count(r.unlabeled), _count(r.trainable), _count(r.total), _pm(r.time_mean, r.time_std, 1), r.code]
         for r in groups.itertuples()
@@ -232,7 +244,7 @@ def render_markdown(jobs: pd.DataFrame, runs: pd.DataFrame, groups: pd.DataFrame
         lines += [f"## Test accuracy{unit} by strategy", ""]
         for (model, data), g in groups.groupby(["model", "data"], sort=False):
             here = runs[(runs["model"] == model) & (runs["data"] == data)]
-            lines += [f"### {model} on {data}", "", _code_line(here["code"]), ""]
+            lines += [f"### {model} on {data}", "", _code_line(here["code"]), _env_line(here["env"]), ""]
             noun = example_noun(here)
             lines += _strategy_table(g, noun) + [""]
             lines += _verdicts(comparisons[(comparisons["model"] == model) & (comparisons["data"] == data)], noun)
