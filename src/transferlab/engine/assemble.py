@@ -18,11 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.config.checks import check_config
 from transferlab.data.datamodule import TransferDataModule
-from transferlab.data.feature_cache import FeatureCache, FeatureDataModule, state_dict_digest
+from transferlab.data.caches.feature_cache import FeatureCache, FeatureDataModule, state_dict_digest
 from transferlab.data.loaders import rank_batch_size
-from transferlab.data.storage import Storage
-from transferlab.data.token_cache import CachedTokenize, TokenCache
-from transferlab.data.transforms import AugmentConfig
+from transferlab.data.images.storage import Storage
+from transferlab.data.caches.token_cache import CachedTokenize, TokenCache
+from transferlab.data.images.transforms import AugmentConfig
 from transferlab.errors import ConfigError
 from transferlab.finetune.callback import FinetuneCallback
 from transferlab.finetune.optim import OptimConfig

@@ -14,7 +14,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig
 
-from transferlab.data.feature_cache import FeatureDataModule
+from transferlab.data.caches.feature_cache import FeatureDataModule
 from transferlab.finetune import classical
 from transferlab.engine.assemble import Run, finetune_callback, make_feature_datamodule, make_trainer, planned_epochs
 from transferlab.utils.run_stats import RunStats

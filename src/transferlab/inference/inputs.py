@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from transferlab.data.decode import has_image_extension
+from transferlab.data.images.decode import has_image_extension
 from transferlab.errors import DataError
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")

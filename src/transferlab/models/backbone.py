@@ -12,8 +12,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from transferlab.data.batch import Batch
-from transferlab.data.datamodule import BatchTransform
+from transferlab.data.batch import Batch, BatchTransform
 from transferlab.errors import ConfigError
 from transferlab.models.groups import BlockGroup
 

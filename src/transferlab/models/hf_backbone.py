@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from transferlab.data.batch import Batch
-from transferlab.data.text import DynamicPadding, Tokens
+from transferlab.data.text.tokens import DynamicPadding, Tokens
 from transferlab.errors import ConfigError
 from transferlab.models.backbone import register_backbone
 from transferlab.models.groups import BlockGroup, groups_from_names

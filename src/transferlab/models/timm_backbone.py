@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from transferlab.data.batch import Batch
-from transferlab.data.transforms import AugmentConfig, BatchPreprocess, Preprocess
+from transferlab.data.images.transforms import AugmentConfig, BatchPreprocess, Preprocess
 from transferlab.errors import ConfigError
 from transferlab.models.backbone import register_backbone
 from transferlab.models.groups import BlockGroup, children_groups, groups_from_names
