@@ -54,7 +54,7 @@ predict: install
 	$(BIN)/python predict.py $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
 
 # Refresh the lock: every dependency of pyproject.toml (and the test extra) at the newest version
 # its bounds allow, under the torch pins. LOCK_ARGS= (empty) keeps existing pins where they fit.
@@ -71,7 +71,7 @@ install-sweep: install
 	$(BIN)/python -m pip install -q -e '.[sweep]'
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -q --durations=15 -m "not slow" $(ARGS)
 
 clean-logs:
 	rm -rf logs/train logs/eval
