@@ -93,6 +93,12 @@ report: install
 	@test -n "$(DIR)" || { echo "make report: no multirun dir under $(LOGS)/*/multiruns/; pass DIR=<dir>" >&2; exit 2; }
 	$(BIN)/transferlab report $(DIR) $(ARGS)
 
+# docs/configuration.md, the configuration reference, from configs/ and the code's range rules and
+# strategy knobs (scripts/config_reference.py; --check exits 1 when stale, as tests/test_docs.py fails).
+.PHONY: config-reference
+config-reference: install
+	$(BIN)/python scripts/config_reference.py $(ARGS)
+
 # Where the time goes (scripts/bench.py): plain PyTorch loop vs transferlab, the model-alone bound,
 # extract through the backbone vs the feature cache vs L-BFGS. Writes docs/benchmarks.md; a few
 # minutes on 2 CPU cores, so run it on a quiet machine. Options: make bench ARGS="--help"

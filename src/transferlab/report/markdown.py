@@ -6,6 +6,7 @@ the jobs that did not complete."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 from urllib.parse import quote
 
@@ -16,6 +17,7 @@ from transferlab.record import COMPLETED
 from transferlab.report.collect import CONFUSION, CONFUSION_PNG
 from transferlab.report.columns import is_missing, numeric, text
 from transferlab.report.experiments import DUPLICATE, GROUP_KEYS, example_noun, size_phrase
+from transferlab.report.links import linkable, run_name
 from transferlab.report.stats import CONFIDENCE
 from transferlab.report.summarize import code_counts, runs_phrase
 from transferlab.utils.confusion import per_class_recall
@@ -107,9 +109,13 @@ def _all_groups(groups: pd.DataFrame, unit: str, noun: str) -> list[str]:
     return _table(header, rows)
 
 
-def _link(path: Any) -> str:
+def _picture(path: Any, out_dir: str | Path | None) -> str:
+    """A link to a run's picture (`path` relative to the report), or where no reader of the report
+    could follow it (a committed report, the run under the ignored logs/), the run's name."""
     if is_missing(path) or not path:
         return "not drawn"
+    if out_dir is not None and not linkable(Path(out_dir) / str(path), out_dir):
+        return f"`{_cell(run_name(str(path)))}`"
     return f"[{_cell(str(path).rsplit('/', 1)[-1])}]({quote(str(path))})"
 
 
@@ -153,13 +159,13 @@ def _recall_line(label: str, pooled: tuple[list[str], list[float | None], int]) 
     return f"- {label} ({runs_phrase(n)}): {parts}{rest}"
 
 
-def _run_rows(runs: pd.DataFrame, g: pd.DataFrame, scale: float) -> list[list[Any]]:
+def _run_rows(runs: pd.DataFrame, g: pd.DataFrame, scale: float, out_dir: str | Path | None) -> list[list[Any]]:
     """One row per run, in the order of the groups' table, seeds in numeric order."""
     rows = []
     for r in g.itertuples():
         of_group = runs[(runs["size"] == r.size) & (runs["strategy"] == r.strategy)]
         for job in sorted(of_group.to_dict("records"), key=lambda j: (len(j["seed"]), j["seed"])):
-            rows.append([r.size, r.strategy, job["seed"], _pm(job["_test_acc"] * scale, None), _link(job.get(CONFUSION_PNG))])
+            rows.append([r.size, r.strategy, job["seed"], _pm(job["_test_acc"] * scale, None), _picture(job.get(CONFUSION_PNG), out_dir)])
     return rows
 
 
@@ -176,7 +182,7 @@ def _best_recalls(runs: pd.DataFrame, g: pd.DataFrame, noun: str) -> list[str]:
     return lines
 
 
-def _confusions(jobs: pd.DataFrame, groups: pd.DataFrame, scale: float, noun: str) -> list[str]:
+def _confusions(jobs: pd.DataFrame, groups: pd.DataFrame, scale: float, noun: str, out_dir: str | Path | None) -> list[str]:
     """Per model and data set, each counted run's picture, then the best strategy's per-class recall."""
     runs = _with_confusion(jobs)
     if runs.empty:
@@ -190,7 +196,7 @@ def _confusions(jobs: pd.DataFrame, groups: pd.DataFrame, scale: float, noun: st
             continue
         lines += [f"### {model} on {data}", ""]
         header = [f"{noun}/class", "strategy", "seed", f"test acc{unit}", "confusion matrix"]
-        lines += _table(header, _run_rows(here, g, scale)) + [""]
+        lines += _table(header, _run_rows(here, g, scale, out_dir)) + [""]
         recalls = _best_recalls(here, g, noun)
         if recalls:
             lines += ["Per-class recall (%) of the strategy with the highest test mean, lowest first "
@@ -224,8 +230,10 @@ def _failures(jobs: pd.DataFrame) -> list[str]:
 
 
 def render_markdown(jobs: pd.DataFrame, runs: pd.DataFrame, groups: pd.DataFrame, comparisons: pd.DataFrame,
-                    scale: float, sources: Sequence[str]) -> str:
-    """`jobs` with the paths as they should appear (portable.py); `sources`: the dirs reported on."""
+                    scale: float, sources: Sequence[str], out_dir: str | Path | None = None) -> str:
+    """`jobs` with the paths as they should appear (portable.py), relative to `out_dir`, where the
+    report is written (None: links are written without checking that they resolve); `sources`: the
+    dirs reported on."""
     unit = " (%)" if scale == 100.0 else ""
     counts = jobs["status"].value_counts().to_dict() if len(jobs) else {}
     ci = f"{CONFIDENCE:.0%}".replace("%", " %")
@@ -249,7 +257,7 @@ def render_markdown(jobs: pd.DataFrame, runs: pd.DataFrame, groups: pd.DataFrame
             lines += _strategy_table(g, noun) + [""]
             lines += _verdicts(comparisons[(comparisons["model"] == model) & (comparisons["data"] == data)], noun)
         lines += ["## All groups", ""] + _all_groups(groups, unit, example_noun(runs)) + [""]
-        lines += _confusions(jobs, groups, scale, example_noun(runs))
+        lines += _confusions(jobs, groups, scale, example_noun(runs), out_dir)
     lines += _duplicates(jobs)
     lines += _failures(jobs)
     return "\n".join(lines)
