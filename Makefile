@@ -53,8 +53,12 @@ eval: install
 predict: install
 	$(BIN)/python predict.py $(ARGS)
 
+# Two xdist workers, one per core; a test file stays on one worker, so its module fixtures (the
+# trained runs its tests share) are built once.
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+
 test: install
-	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
+	$(PYTEST) $(ARGS)
 
 # Refresh the lock: every dependency of pyproject.toml (and the test extra) at the newest version
 # its bounds allow, under the torch pins. LOCK_ARGS= (empty) keeps existing pins where they fit.
@@ -71,7 +75,7 @@ install-sweep: install
 	$(BIN)/python -m pip install -q -e '.[sweep]'
 
 test-fast: install
-	$(BIN)/python -m pytest -q --durations=15 -m "not slow" $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
 
 clean-logs:
 	rm -rf logs/train logs/eval

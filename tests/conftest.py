@@ -1,13 +1,19 @@
 import os
 
-import pytest
-import timm
-import torch
+# `make test` runs two xdist workers on this 2-core machine kind: one thread each, not two apiece,
+# also in the train.py processes the CLI tests start (OpenMP threads that spin on a core another
+# worker holds cost more than they give).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import timm  # noqa: E402
+import torch  # noqa: E402
 
 # Tests never touch the network: hub weights would hang or fail differently on each machine.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFERLAB_OFFLINE", "1")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 
 def pytest_collection_modifyitems(config, items):
