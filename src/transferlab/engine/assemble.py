@@ -30,7 +30,7 @@ from transferlab.finetune.plan import FinetunePlan
 from transferlab.finetune.strategies import Strategy, build_strategy
 from transferlab.engine.module import TransferModule
 from transferlab.engine.tasks import TAPT, task_of
-from transferlab.models.backbone import Backbone, build_backbone, count_params
+from transferlab.models.backbone import Backbone, backbone_kind, build_backbone, count_params, kind_name
 from transferlab.models.checkpoint import init_backbone_from, init_head_from, read_init_checkpoint
 from transferlab.models.heads import build_head
 from transferlab.utils.ddp_layout import check_process_layout
@@ -72,17 +72,15 @@ def check_unlabeled(cfg: DictConfig, strategy: Strategy) -> None:
 def optim_config(cfg: DictConfig) -> OptimConfig:
     values = plain(cfg.optim)
     values.pop("label_smoothing", None)
-    if values.get("fused") is None:
-        # auto: fused for text encoders, where the optimizer step is a large share of a CPU step; the
-        # image results in the README were measured with the default kernel, which this keeps.
-        values["fused"] = str(cfg.model.get("backbone", "timm")) == "hf"
+    if values.get("fused") is None:  # auto: the backbone kind's choice
+        values["fused"] = backbone_kind(kind_name(cfg.model)).fused_adamw
     return OptimConfig(**values)
 
 
 def make_backbone(cfg: DictConfig, weights: str) -> Backbone:
     # A model key left at ??? is the user's to set: fail on it here, by name, not as the string "???".
     model = OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=True)
-    return build_backbone(str(cfg.model.get("backbone", "timm")), model=model, data=plain(cfg.data), weights=weights)
+    return build_backbone(kind_name(model), model=model, data=plain(cfg.data), weights=weights)
 
 
 def make_datamodule(cfg: DictConfig, backbone: Backbone, strategy: Strategy | None = None) -> TransferDataModule:

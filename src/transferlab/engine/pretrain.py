@@ -34,7 +34,7 @@ from transferlab.engine.assemble import debug_run, instantiate_trainer, make_bac
 from transferlab.engine.mlm_module import MaskedLMModule, masked_loss
 from transferlab.engine.tasks import MLM, TAPT
 from transferlab.errors import ConfigError
-from transferlab.models.backbone import count_params
+from transferlab.models.backbone import count_params, find_kind, kind_name
 from transferlab.models.checkpoint import CHECKPOINT_FORMAT, ENCODER_ONLY, init_backbone_from, read_init_checkpoint
 from transferlab.models.masked_lm import check_mask_token, encoder_of, load_masked_lm
 from transferlab.record import COMPLETED, FAILED, Params, RunConfig, RunRecord, Timing
@@ -83,7 +83,8 @@ def mlm_config(cfg: DictConfig) -> MLMConfig:
 
 
 def check_text_model(cfg: DictConfig, task: str) -> None:
-    if str(cfg.model.get("backbone", "timm")) != "hf":
+    kind = find_kind(kind_name(cfg.model))
+    if kind is None or not kind.supports_mlm:
         raise ConfigError(f"task={task} pre-trains a text encoder by masked language modelling, and model.name={cfg.model.get('name')} "
                           "is an image backbone: use a text model (model=minilm, or model=hf model.name=<HF id or folder>) or task=classify")
 

@@ -38,7 +38,7 @@ def _export(network: torch.nn.Module, example: torch.Tensor, path: Path) -> str:
         return "legacy"
 
 
-@register_format("onnx")
+@register_format("onnx", writes="an ONNX graph")
 def export_onnx(trained, network, out_dir: Path, samples) -> FormatOutput:
     path = out_dir / FILE
     try:

