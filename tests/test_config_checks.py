@@ -20,7 +20,8 @@ from omegaconf import OmegaConf, open_dict
 from transferlab import CONFIG_DIR
 from transferlab import train as train_cli
 from transferlab.config.checks import RULES, Rule, check_config, rules_of
-from transferlab.engine.assemble import make_run, make_strategy
+from transferlab.engine.assemble import make_run
+from transferlab.engine.builders import make_strategy
 from transferlab.errors import ConfigError
 from transferlab.finetune.strategies import STRATEGIES
 from transferlab.models.backbone import kinds

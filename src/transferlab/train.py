@@ -17,12 +17,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from transferlab import CONFIG_DIR
-from transferlab.engine.assemble import Run, make_run, maybe_compile
+from transferlab.engine.assemble import Run, make_run
 from transferlab.engine.execute import fit_and_test
 from transferlab.engine.policy import is_multirun, run_guarded
 from transferlab.engine.recording import completed_record, failure_record, write_failure, write_record
 from transferlab.engine.pretrain import train_mlm
 from transferlab.engine.tasks import MLM, task_of
+from transferlab.engine.trainer import maybe_compile
 from transferlab.engine.resume import ResumePoint, refuse_finished, resume_point, resumed_config, stored_choices, stored_wandb_id
 from transferlab.errors import RunNotValid, cli, exit_with
 from transferlab.models.checkpoint import read_checkpoint

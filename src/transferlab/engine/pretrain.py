@@ -30,9 +30,10 @@ from transferlab.config.checks import check_dataclass, rule
 from transferlab.data.cache_files import CacheFileError, JsonKey, load_blob, read_or_build, safe_name, save_blob
 from transferlab.data.feature_cache import state_dict_digest
 from transferlab.data.mlm_texts import masked_batches, masking_collator, mlm_texts, texts_digest, train_loader
-from transferlab.engine.assemble import debug_run, instantiate_trainer, make_backbone, make_datamodule, plain
+from transferlab.engine.builders import debug_run, make_backbone, make_datamodule, plain
 from transferlab.engine.mlm_module import MaskedLMModule, masked_loss
 from transferlab.engine.tasks import MLM, TAPT
+from transferlab.engine.trainer import instantiate_trainer
 from transferlab.errors import ConfigError
 from transferlab.models.backbone import count_params, find_kind, kind_name
 from transferlab.models.checkpoint import CHECKPOINT_FORMAT, ENCODER_ONLY, init_backbone_from, read_init_checkpoint

@@ -20,7 +20,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from transferlab import CONFIG_DIR
-from transferlab.engine.assemble import Run, debug_run
+from transferlab.engine.assemble import Run
+from transferlab.engine.builders import debug_run
 from transferlab.engine.execute import Outcome
 from transferlab.engine.tasks import task_of
 from transferlab.errors import output_error
