@@ -10,12 +10,13 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "transferlab"
 
 # Bottom to top. A layer may import the ones listed for it; "__init__" (CONFIG_DIR) is allowed everywhere.
-BASE = {"errors", "config", "utils", "record"}
+BASE = {"errors", "config", "utils", "record", "run_dirs"}
 ALLOWED = {
     "errors": set(),
     "config": {"errors"},
     "utils": {"errors"},
     "record": {"errors", "utils"},
+    "run_dirs": {"errors", "utils", "record"},
     "data": BASE,
     "models": BASE | {"data"},
     "finetune": BASE | {"data", "models"},
