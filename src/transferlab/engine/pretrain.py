@@ -36,6 +36,7 @@ from transferlab.engine.trainer import instantiate_trainer
 from transferlab.errors import ConfigError
 from transferlab.models.backbone import find_kind, kind_name
 from transferlab.models.checkpoint import CHECKPOINT_FORMAT, ENCODER_ONLY, init_backbone_from, read_init_checkpoint
+from transferlab.models.hf_backbone import tokenizer_digest
 from transferlab.models.masked_lm import check_mask_token, encoder_of, load_masked_lm
 from transferlab.utils.io import atomic_write
 
@@ -233,12 +234,10 @@ class MLMKey(JsonKey):
 def _key(cfg: DictConfig, prep: Prepared) -> MLMKey:
     import transformers
 
-    from transferlab.models.hf_backbone import _tokenizer_digest
-
     trainer = {k: plain(cfg.trainer).get(k) for k in _TRAINER_KEYS}
     return MLMKey(
         model=str(cfg.model.name), weights=prep.weights, weights_digest=state_dict_digest(prep.model),
-        tokenizer=_tokenizer_digest(prep.tokenizer), max_length=prep.max_length, texts=texts_digest(prep.train_texts),
+        tokenizer=tokenizer_digest(prep.tokenizer), max_length=prep.max_length, texts=texts_digest(prep.train_texts),
         n_texts=len(prep.train_texts), knobs=json.dumps({**asdict(prep.config), "seed": prep.seed}, sort_keys=True),
         trainer=json.dumps(trainer, sort_keys=True, default=str), transformers=transformers.__version__,
     )

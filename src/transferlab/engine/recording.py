@@ -81,7 +81,7 @@ def _task(cfg: DictConfig) -> str | None:
         return None
 
 
-def _status(cfg: DictConfig, outcome: Outcome) -> tuple[str, str | None]:
+def run_status(cfg: DictConfig, outcome: Outcome) -> tuple[str, str | None]:
     if debug_run(cfg):
         return DEBUG, DEBUG_ERROR
     untrained = outcome.trained.get("untrained") or []
@@ -100,7 +100,7 @@ def _status(cfg: DictConfig, outcome: Outcome) -> tuple[str, str | None]:
 
 def completed_record(cfg: DictConfig, run: Run, outcome: Outcome, *, choices: dict, overrides: list[str],
                      total_s: float, resumed_from: Path | None) -> RunRecord:
-    status, error = _status(cfg, outcome)
+    status, error = run_status(cfg, outcome)
     stats = outcome.stats
     record = RunRecord(
         status=status,
@@ -144,7 +144,7 @@ def completed_record(cfg: DictConfig, run: Run, outcome: Outcome, *, choices: di
     return record
 
 
-def _mlm_status(cfg: DictConfig, steps: int) -> tuple[str, str | None]:
+def mlm_status(cfg: DictConfig, steps: int) -> tuple[str, str | None]:
     if debug_run(cfg):
         return DEBUG, DEBUG_ERROR
     if steps == 0:
@@ -155,7 +155,7 @@ def _mlm_status(cfg: DictConfig, steps: int) -> tuple[str, str | None]:
 def mlm_record(cfg: DictConfig, mlm: MLMRun, *, choices: dict, overrides: list[str], total_s: float) -> RunRecord:
     """A task=mlm run's record: the validation MLM loss, the encoder it wrote, the phase's summary."""
     prep, summary, d = mlm.prep, mlm.summary, cfg.data
-    status, error = _mlm_status(cfg, summary["steps"])
+    status, error = mlm_status(cfg, summary["steps"])
     return RunRecord(
         status=status, error=error, test={},
         val={k: v for k, v in (("mlm_loss", summary["val_loss_after"]), ("mlm_loss_before", summary["val_loss_before"])) if v is not None},

@@ -1,5 +1,6 @@
 """The export formats by name. A format is a function (trained, network, out_dir, samples) ->
-FormatOutput: the files it wrote and how it checked them against the network. Which formats fit a
+FormatOutput: the files it wrote and how it checked them against the network. The package imports
+each `<name>_format.py` (export/__init__.py), and each registers itself here. Which formats fit a
 run is the backbone kind's to say (`BackboneKind.export_formats`)."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from transferlab.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class ExportFormat:
@@ -36,16 +38,11 @@ def register_format(name: str, writes: str) -> Callable:
 
 
 def format_names() -> list[str]:
-    _load_all()
     return sorted(_FORMATS)
 
 
 def get_format(name: str) -> ExportFormat:
-    _load_all()
     if name not in _FORMATS:
         raise ConfigError(f"--format {name} is not an export format: use one of {', '.join(sorted(_FORMATS))}")
     return _FORMATS[name]
 
-
-def _load_all() -> None:
-    from transferlab.export import hf_format, onnx_format, timm_format, torchscript_format  # noqa: F401  (they register)

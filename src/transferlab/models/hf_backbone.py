@@ -146,7 +146,7 @@ class HFTextBackbone:
         separators (BERT: [CLS] text [SEP] pair [SEP]), the longer of the two cut first when too long."""
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} pair texts")
-        ids, cut = _encode(self.tokenizer, texts, pairs, self.max_length)
+        ids, cut = encode_texts(self.tokenizer, texts, pairs, self.max_length)
         truncated = int(cut.sum())
         if texts:
             log.info("tokenized %d %s at max_length %d: %d (%.1f %%) truncated", len(texts), "texts" if pairs is None else "text pairs",
@@ -159,11 +159,11 @@ class HFTextBackbone:
 
         tok = self.tokenizer
         return {"class": type(tok).__name__, "name_or_path": str(tok.name_or_path), "vocab_size": int(tok.vocab_size),
-                "size": len(tok), "truncation_side": str(tok.truncation_side), "digest": _tokenizer_digest(tok),
+                "size": len(tok), "truncation_side": str(tok.truncation_side), "digest": tokenizer_digest(tok),
                 "transformers": transformers.__version__}
 
 
-def _encode(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_texts(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Ids right-padded to max_length (int64 [N, max_length]) and which texts were cut (bool [N]), from
     one pass of the tokenizer. A fast tokenizer keeps what truncation cut off in each encoding's
     `overflowing`; a Python one says so per text when asked for its overflowing tokens."""
@@ -180,7 +180,7 @@ def _encode(tokenizer, texts: list[str], pairs: list[str] | None, max_length: in
     return ids, torch.tensor([bool(r.get("overflowing_tokens")) for r in rows], dtype=torch.bool)
 
 
-def _tokenizer_digest(tokenizer) -> str:
+def tokenizer_digest(tokenizer) -> str:
     """Hash of the vocabulary and rules: the backend's JSON for a fast tokenizer (without the
     truncation and padding it is left with by its last call), else the vocabulary and special tokens."""
     backend = getattr(tokenizer, "backend_tokenizer", None)

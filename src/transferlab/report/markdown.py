@@ -132,7 +132,7 @@ def pooled_recall(confusions: Iterable[dict]) -> tuple[list[str], list[float | N
     return classes, per_class_recall(sum(same)), len(same)
 
 
-def _recall_line(label: str, pooled: tuple[list[str], list[float | None], int]) -> str:
+def recall_line(label: str, pooled: tuple[list[str], list[float | None], int]) -> str:
     classes, recall, n = pooled
     known = sorted(((r, c) for c, r in zip(classes, recall) if r is not None), key=lambda rc: rc[0])
     shown = known if len(known) <= RECALL_CLASSES_SHOWN else known[: RECALL_CLASSES_SHOWN // 2]
@@ -160,7 +160,7 @@ def _best_recalls(runs: pd.DataFrame, g: pd.DataFrame, noun: str) -> list[str]:
         best = gs.loc[gs["test_mean"].idxmax(), "strategy"]
         pooled = pooled_recall(runs[(runs["size"] == size) & (runs["strategy"] == best)][CONFUSION])
         if pooled is not None:
-            lines.append(_recall_line(f"{size_phrase(size, noun)}, {best}", pooled))
+            lines.append(recall_line(f"{size_phrase(size, noun)}, {best}", pooled))
     return lines
 
 

@@ -19,8 +19,7 @@ from torch import nn
 
 from transferlab.config.checks import rule
 from transferlab.errors import ConfigError
-from transferlab.finetune.strategies.base import LayerDecay, Strategy, StrategyConfig, TopGroups, register
-from transferlab.finetune.strategies.partial import top_groups_from
+from transferlab.finetune.strategies.base import LayerDecay, StrategyConfig, TopGroups, TopGroupsStrategy, register
 from transferlab.models.backbone import lora_targets
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ def merge_adapters(model: nn.Module) -> nn.Module:
 
 
 @register("lora")
-class Lora(Strategy):
+class Lora(TopGroupsStrategy):
     Config = LoraConfig
 
     def validate(self) -> None:
@@ -85,9 +84,6 @@ class Lora(Strategy):
             ) from e
         adapters = sum(p.numel() for n, p in backbone.model.named_parameters() if "lora_" in n)
         log.info("lora: r=%d alpha=%g on %s: %s adapter parameters", c.r, c.alpha, targets, f"{adapters:,}")
-
-    def unfreeze_epochs(self, num_groups: int) -> list[int | None]:
-        return top_groups_from(self.config.unfreeze_top, num_groups, 0)
 
     def deployable(self, model: nn.Module) -> nn.Module:
         return merge_adapters(model)
