@@ -2,19 +2,35 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist
 ARGS   ?=
 
-.PHONY: install install-sweep train test test-fast eval predict report sweep-compare sweep-data clean-logs data-packages
+.PHONY: install install-sweep train test test-fast eval predict report sweep-compare sweep-data clean-logs data-packages lock
 
-# torch is pinned to the build this machine kind ships (any other pin pulls a multi-GB download).
-$(STAMP): pyproject.toml
+# The environment is locked: requirements.lock (pip-compile's output, `make lock` refreshes it)
+# is installed exactly. pip-tools rather than uv, because the installer must be pip: only pip takes
+# torch from this machine's disk (uv would download a multi-GB build), and pip-compile resolves
+# with pip's own resolver, indexes and constraints, so the lock holds what pip would install.
+# torch is pinned to the build this machine kind ships (any other pin pulls a multi-GB download);
+# the lock is compiled under the same pins. The stamp's name is a digest of the lock, the pins and
+# pyproject.toml, so a change to any of them reinstalls.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+PIP_PIN    := pip==26.3
+PIP_TOOLS  := pip-tools==7.6.2
+LOCK       := requirements.lock
+INSTALL_ID := $(shell cat $(LOCK) pyproject.toml 2>/dev/null | { cat; echo '$(TORCH_PINS) $(PIP_PIN)'; } | sha256sum | cut -c1-16)
+STAMP      := $(VENV)/.installed-$(INSTALL_ID)
+
+$(STAMP): pyproject.toml $(LOCK)
+	@for pin in $(TORCH_PINS); do grep -qx "$$pin" $(LOCK) || { \
+	  echo "make install: $(LOCK) was not compiled for $$pin (the Makefile's TORCH_PINS); run make lock" >&2; exit 2; }; done
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q $(PIP_PIN)
+	$(BIN)/python -m pip install -q $(TORCH_PINS)
+	$(BIN)/python -m pip install -q -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
 	$(MAKE) --no-print-directory data-packages
+	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -38,14 +54,24 @@ predict: install
 	$(BIN)/python predict.py $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
+
+# Refresh the lock: every dependency of pyproject.toml (and the test extra) at the newest version
+# its bounds allow, under the torch pins. LOCK_ARGS= (empty) keeps existing pins where they fit.
+LOCK_ARGS ?= --upgrade
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(PIP_PIN) $(PIP_TOOLS)
+	printf '%s\n' $(TORCH_PINS) > $(VENV)/torch-pins.txt
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile -q $(LOCK_ARGS) --extra test --strip-extras \
+	  --allow-unsafe --no-emit-index-url --no-emit-find-links -c $(VENV)/torch-pins.txt -o $(LOCK) pyproject.toml
 
 # The Ray and SLURM launchers' extra (large: ray); then tests/test_sweeps.py also runs launcher=ray.
 install-sweep: install
 	$(BIN)/python -m pip install -q -e '.[sweep]'
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -q --durations=15 -m "not slow" $(ARGS)
 
 clean-logs:
 	rm -rf logs/train logs/eval
@@ -66,6 +92,12 @@ DIR  ?= $(shell ls -d $(LOGS)/*/multiruns/*/ 2>/dev/null | awk -F/ '{print $$(NF
 report: install
 	@test -n "$(DIR)" || { echo "make report: no multirun dir under $(LOGS)/*/multiruns/; pass DIR=<dir>" >&2; exit 2; }
 	$(BIN)/transferlab report $(DIR) $(ARGS)
+
+# docs/configuration.md, the configuration reference, from configs/ and the code's range rules and
+# strategy knobs (scripts/config_reference.py; --check exits 1 when stale, as tests/test_docs.py fails).
+.PHONY: config-reference
+config-reference: install
+	$(BIN)/python scripts/config_reference.py $(ARGS)
 
 # Where the time goes (scripts/bench.py): plain PyTorch loop vs transferlab, the model-alone bound,
 # extract through the backbone vs the feature cache vs L-BFGS. Writes docs/benchmarks.md; a few

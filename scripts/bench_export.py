@@ -131,7 +131,7 @@ def section_2(args, work: Path, say) -> str:
 
     from transferlab.data.loaders import batch_loader
     from transferlab.data.sources.fashion_mnist import load_fashion_mnist
-    from transferlab.data.transforms import BatchPreprocess
+    from transferlab.data.images.transforms import BatchPreprocess
     from transferlab.inference.inputs import collect_inputs
     from transferlab.inference.scoring import predict_files, torch_scorer
 

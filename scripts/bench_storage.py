@@ -177,7 +177,7 @@ def gb(n: float) -> str:
 
 
 def digits_section(args, work: Path) -> str:
-    from transferlab.data.storage import human_bytes
+    from transferlab.data.images.storage import human_bytes
 
     run, _ = make_run(args, work, "memory", root=args.digits)
     dm = run.datamodule

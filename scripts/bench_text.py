@@ -104,7 +104,7 @@ def bbc_datamodule(args):
 def padding_shares(args) -> dict[str, float]:
     """Mean share of pad tokens per batch once each is cut to its longest text, for one epoch of
     training batches and the test batches, with data.bucket_by_length off and on."""
-    from transferlab.data.text import padding_share
+    from transferlab.data.text.tokens import padding_share
 
     dm = bbc_datamodule(args)
     pad = dm.splits["train"].pad_id

@@ -132,7 +132,10 @@ CASES = {
     "malformed override": ([*FAST, "strategy.milestones=[1,2"], ["[1,2", "override_grammar"]),
     "model name unset": ([a for a in FAST if not a.startswith("model.name=")], ["model.name is not set", "pass model.name=<value>"]),
     "unfreeze_top too large": ([*FAST, "strategy=partial", "strategy.unfreeze_top=99"], ["strategy.unfreeze_top=99", "5 block groups", "use 0..5"]),
-    "gpu trainer without a gpu": ([*FAST, "trainer.accelerator=gpu"], ["trainer: No supported gpu backend found!", "trainer=cpu|gpu|ddp|ddp_cpu"]),
+    # One GPU more than the machine has: refused by Lightning on every machine, in its own words.
+    "more gpus than the machine has": ([*FAST, "trainer.accelerator=gpu", f"trainer.devices={torch.cuda.device_count() + 1}"],
+                                       ["trainer: ", "only has" if torch.cuda.is_available() else "No supported gpu backend found!",
+                                        "trainer=cpu|gpu|ddp|ddp_cpu"]),
     "hub weights offline": ([*FAST, "model.weights=hub"], ["could not get hub weights for 'resnet10t'", "model.weights=none", "model.weights=file:<path>", "model=efficientnet_lite0"]),
     "samples_per_class too large": ([*FAST, "data.samples_per_class=1000"], ["class 'class_0' has 56 images left after validation", "data.samples_per_class=1000", "lower data.samples_per_class"]),
     "data root unset": ([*FAST, "data=imagefolder"], ["data.source_args.root is unset", "pass data.source_args.root=<a folder of <class>/<image> sub-folders>"]),

@@ -15,7 +15,7 @@ from test_bad_input import error_line, run
 from test_cli import run_cli
 
 from transferlab.cli import main as tl
-from transferlab.data.decode import PIL_PIXEL_LIMIT, decode_files
+from transferlab.data.images.decode import PIL_PIXEL_LIMIT, decode_files
 from transferlab.data.sources.synthetic import make_synthetic
 from transferlab.errors import CheckpointError, ConfigError, DataError
 from transferlab.export import export_run
@@ -66,7 +66,7 @@ def onnx_export(trained_run, tmp_path_factory):
 def engine_logits(trained, images_uint8: torch.Tensor) -> np.ndarray:
     """What the run's eval path (module + datamodule transform + mirror average) gives these images."""
     from transferlab.data.batch import Batch
-    from transferlab.data.transforms import BatchPreprocess
+    from transferlab.data.images.transforms import BatchPreprocess
 
     module = trained.module.eval()
     transform = BatchPreprocess(**trained.preprocess)
@@ -207,7 +207,7 @@ def test_lora_export_equals_the_unmerged_model(trained_run, tmp_path):
     images = torch.from_numpy(decode_files(sorted((tree / "test" / "class_2").glob("*.png")), trained.storage_size,
                                            PIL_PIXEL_LIMIT).images)
     unmerged = engine_logits(trained, images)
-    from transferlab.data.transforms import BatchPreprocess
+    from transferlab.data.images.transforms import BatchPreprocess
 
     exported = onnx_scorer(result.out_dir / "model.onnx")(BatchPreprocess(**trained.preprocess)(images))
     np.testing.assert_allclose(exported, unmerged, atol=1e-4, rtol=0)

@@ -14,13 +14,13 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from transferlab import CONFIG_DIR
-from transferlab.data.feature_cache import (
+from transferlab.data.caches.feature_cache import (
     FeatureCache,
     extract_features,
     make_key,
     state_dict_digest,
 )
-from transferlab.data.transforms import BatchPreprocess, Preprocess
+from transferlab.data.images.transforms import BatchPreprocess, Preprocess
 from transferlab.engine.builders import make_strategy
 from transferlab.errors import ConfigError
 from transferlab.finetune.linear_probe import fit_linear_probe, linear_layer_of, load_into_head
@@ -158,7 +158,7 @@ def test_a_stale_or_corrupt_file_is_logged_and_rebuilt(tmp_path, caplog, damage)
     damage(path, key)
 
     build = Builder(good)
-    with caplog.at_level(logging.WARNING, logger="transferlab.data.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="transferlab.data.caches.feature_cache"):
         again = FeatureCache(tmp_path)
         features = again.get_or_build(key, 8, build, split="val")
     assert build.calls == 1 and again.stats.rebuilt == 1 and torch.equal(features, good)

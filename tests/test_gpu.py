@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from transferlab import CONFIG_DIR
-from transferlab.data.transforms import AugmentConfig, BatchPreprocess
+from transferlab.data.images.transforms import AugmentConfig, BatchPreprocess
 from transferlab.train import train
 from transferlab.utils.devices import ENV_DEVICES
 

@@ -10,7 +10,7 @@ from test_text import backbone_of, make_encoder, make_texts
 from transferlab.data.batch import Batch
 from transferlab.data.datamodule import TransferDataModule
 from transferlab.data.loaders import EpochBatches, length_bucketed
-from transferlab.data.text import padding_share
+from transferlab.data.text.tokens import padding_share
 
 
 def random_lengths(n: int, seed: int = 0) -> torch.Tensor:

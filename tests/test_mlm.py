@@ -21,7 +21,7 @@ from test_text import WORDS, encoder, make_encoder, make_texts, texts  # noqa: F
 
 from transferlab import CONFIG_DIR
 from transferlab import train as train_cli
-from transferlab.data.mlm_texts import masking_collator, mlm_texts
+from transferlab.data.text.mlm_texts import masking_collator, mlm_texts
 from transferlab.engine.pretrain import MLMConfig
 from transferlab.models.checkpoint import ENCODER_ONLY
 

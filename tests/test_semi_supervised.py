@@ -1,6 +1,6 @@
 """Strategies that train on unlabelled batches beside the labelled ones: fixmatch and dann.
 
-The paired loader (data/unlabeled_batches.py): every unlabelled image once per pass, batches a pure
+The paired loader (data/unlabeled/batches.py): every unlabelled image once per pass, batches a pure
 function of (seed, step), the labelled order exactly the plain run's, DDP ranks sharing each
 step's stretch. FixMatch's mask and loss on a hand-made batch, its strong view, and whole runs on
 tiny models, resumed exactly. DANN's domain classifier trains with the head, behind a reversed
@@ -21,8 +21,8 @@ from transferlab import train as train_cli
 from transferlab.data.arrays import UNLABELED, ImageArrays
 from transferlab.data.batch import Batch, SemiBatch, concat
 from transferlab.data.loaders import EpochBatches
-from transferlab.data.strong_augment import OPS, StrongAugment, cutout
-from transferlab.data.unlabeled_batches import PairedBatches, UnlabeledStream, paired_loader
+from transferlab.data.images.strong_augment import OPS, StrongAugment, cutout
+from transferlab.data.unlabeled.batches import PairedBatches, UnlabeledStream, paired_loader
 from transferlab.engine.assemble import make_run
 from transferlab.errors import ConfigError
 from transferlab.finetune.optim import param_groups

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from test_data_sources import idx_bytes
 from transferlab.data.arrays import UNLABELED
-from transferlab.data.corruptions import CORRUPTIONS, MIX, NAMES, SEVERITIES, corrupt, mix_choices
+from transferlab.data.images.corruptions import CORRUPTIONS, MIX, NAMES, SEVERITIES, corrupt, mix_choices
 from transferlab.data.datamodule import TransferDataModule
 from transferlab.data.sources import SourceContext, fashion_mnist
 from transferlab.data.sources.fashion_mnist import load_fashion_mnist

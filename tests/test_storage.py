@@ -19,9 +19,9 @@ from PIL import Image
 from transferlab.data.datamodule import TransferDataModule
 from transferlab.data.sources import SourceContext, load_source
 from transferlab.data.sources.imagefolder import load_imagefolder
-from transferlab.data.storage import Storage
-from transferlab.data.stream_store import StreamedImages
-from transferlab.data.transforms import AugmentConfig, BatchPreprocess
+from transferlab.data.images.storage import Storage
+from transferlab.data.images.stream_store import StreamedImages
+from transferlab.data.images.transforms import AugmentConfig, BatchPreprocess
 from transferlab.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]

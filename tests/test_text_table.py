@@ -16,7 +16,7 @@ from test_cli import metrics_of
 from test_text import backbone, encoder  # noqa: F401 (fixtures)
 
 from transferlab.data.sources import SourceContext, load_source
-from transferlab.data.text import PAIR_SEPARATOR
+from transferlab.data.text.tokens import PAIR_SEPARATOR
 from transferlab.errors import ConfigError, DataError
 
 CLS, SEP = 2, 3  # make_encoder's vocabulary

@@ -9,8 +9,8 @@ import torch
 from test_text import backbone, backbone_of, encoder, make_encoder, make_texts  # noqa: F401 (fixtures)
 
 from transferlab.data.datamodule import TransferDataModule
-from transferlab.data.text import Tokens
-from transferlab.data.token_cache import CachedTokenize, TokenCache, make_token_key
+from transferlab.data.text.tokens import Tokens
+from transferlab.data.caches.token_cache import CachedTokenize, TokenCache, make_token_key
 
 TEXTS = ["w1 w2 w3", "w4 " * 40, "w5", "w6 " * 30, "w7 " * 31]  # 30 words + [CLS] + [SEP] fill 32 exactly
 
@@ -83,7 +83,7 @@ def test_truncated_counts_follow_the_texts_into_each_split(encoder, tmp_path):
 # --- the cache -------------------------------------------------------------------------------------
 def test_a_second_run_reads_the_ids_and_never_calls_the_tokenizer(backbone, tmp_path, caplog):
     first, counted = cached(backbone, tmp_path)
-    with caplog.at_level(logging.INFO, logger="transferlab.data.token_cache"):
+    with caplog.at_level(logging.INFO, logger="transferlab.data.caches.token_cache"):
         built = first(TEXTS)
         again, counted_again = cached(backbone, tmp_path)  # a later run: a new cache object on the same folder
         read = again(TEXTS)
@@ -157,7 +157,7 @@ def test_a_corrupt_file_is_rebuilt_with_a_warning(backbone, tmp_path, caplog, da
     path = first.cache.path_for(make_token_key(first.tokenizer, 32, TEXTS))
     damage(path)
     second, counted = cached(backbone, tmp_path)
-    with caplog.at_level(logging.WARNING, logger="transferlab.data.token_cache"):
+    with caplog.at_level(logging.WARNING, logger="transferlab.data.caches.token_cache"):
         tokens = second(TEXTS)
     assert counted.calls == 1 and second.cache.stats.rebuilt == 1
     assert "rebuilding" in caplog.text and str(path) in caplog.text

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from transferlab.data.transforms import AugmentConfig, BatchPreprocess
+from transferlab.data.images.transforms import AugmentConfig, BatchPreprocess
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -14,7 +14,7 @@ import torch
 from test_shifted_data import fake_fashion  # noqa: F401  (a fixture)
 from transferlab.data.arrays import UNLABELED
 from transferlab.data.datamodule import TransferDataModule
-from transferlab.data.unlabeled import capped
+from transferlab.data.unlabeled.pool import capped
 from transferlab.errors import DataError
 
 SYNTHETIC = {"num_classes": 4, "train_per_class": 20, "test_per_class": 5, "image_size": 8, "seed": 3}
@@ -146,8 +146,8 @@ def test_a_folder_of_images_is_the_pool_at_the_labelled_splits_stored_format(tmp
 
 @pytest.mark.parametrize("kind", ["lines", "folder", "table"])
 def test_unlabelled_texts_from_each_kind_of_path(tmp_path, kind):
-    from transferlab.data.text import Tokens
-    from transferlab.data.unlabeled_files import load_unlabeled_texts
+    from transferlab.data.text.tokens import Tokens
+    from transferlab.data.unlabeled.files import load_unlabeled_texts
 
     texts = ["first text", "second one", "a third"]
     if kind == "lines":

@@ -5,7 +5,7 @@ import pytest
 import timm
 import torch
 
-from transferlab.data.transforms import BatchPreprocess
+from transferlab.data.images.transforms import BatchPreprocess
 from transferlab.errors import ConfigError, WeightsError
 from transferlab.models.timm_backbone import build_timm_backbone, create_timm_model, resolve_preprocess
 from transferlab.models.weights import WeightsSource, package_weights_file, read_state_dict, remap_state_dict

@@ -64,7 +64,7 @@ def evaluate_exported(cfg: DictConfig, split: str) -> dict:
     import torch
     from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
-    from transferlab.data.transforms import BatchPreprocess
+    from transferlab.data.images.transforms import BatchPreprocess
     from transferlab.engine.builders import datamodule_for
     from transferlab.inference.models import open_model
 

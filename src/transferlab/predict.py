@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from transferlab import CONFIG_DIR
-from transferlab.data.decode import PIL_PIXEL_LIMIT
+from transferlab.data.images.decode import PIL_PIXEL_LIMIT
 from transferlab.engine.policy import run_guarded
 from transferlab.config.checks import Rule
 from transferlab.errors import cli

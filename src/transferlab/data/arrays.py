@@ -4,9 +4,9 @@ A source (data/sources/) returns a ``Splits``: the labelled training pool (valid
 training subset are carved from it later, in data/subsample.py), the test set, a validation set
 only when the source ships one, and an unlabelled pool only when the source has one (for methods
 that learn from unlabelled target-domain images; the DataModule serves it with
-data.unlabeled=source, data/unlabeled.py). Images keep
+data.unlabeled=source, data/unlabeled/pool.py). Images keep
 their stored size and channels; turning them into the backbone's input happens per batch
-(data/transforms.py).
+(data/images/transforms.py).
 """
 
 from __future__ import annotations

@@ -3,11 +3,15 @@
 Images arrive as uint8 and leave the per-batch transform as normalised floats; cached features are
 what a frozen backbone produced ([B, D], or [B, V, D] for V views of each image). The model reads
 the field that is set, so nothing downstream guesses the input's kind from its shape.
+
+BatchTransform, what a backbone supplies to turn a loader's batch into its input, is named here
+rather than beside the DataModule, so that a backbone can name it without importing the DataModule.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Protocol
 
 import torch
 
@@ -90,3 +94,11 @@ def concat(batches: list[Batch]) -> Batch:
                                          (0, width - b.input_ids.shape[1])) for b in batches]
         values = [torch.nn.functional.pad(v, (0, width - v.shape[1])) for v in values]
     return Batch(**{kind: torch.cat(values)}, attention_mask=torch.cat(masks) if masks is not None else None)
+
+
+class BatchTransform(Protocol):
+    """Turns a loader's batch into the model's input on the device (augmenting when `train`)."""
+
+    def to(self, device): ...
+
+    def apply(self, batch: Batch, train: bool) -> Batch: ...

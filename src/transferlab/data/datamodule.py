@@ -1,9 +1,9 @@
 """The DataModule: a source's splits, carved and subsampled, served as Batches.
 
 Sources (data/sources/) hold every split in memory, or, for image folders with data.storage=stream,
-as rows of LitData chunks (data/stream_store.py); either way batches are gathered by index in the
+as rows of LitData chunks (data/images/stream_store.py); either way batches are gathered by index in the
 same order (data/loaders.py) and turned into the backbone's input on the device, once per batch, by
-the transform the backbone supplies (for images: BatchPreprocess, data/transforms.py).
+the transform the backbone supplies (for images: BatchPreprocess, data/images/transforms.py).
 """
 
 from __future__ import annotations
@@ -11,35 +11,27 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
 from transferlab.data.arrays import ImageArrays
-from transferlab.data.batch import Batch, SemiBatch
+from transferlab.data.batch import Batch, BatchTransform, SemiBatch
 from transferlab.data.loaders import batch_loader
 from transferlab.data.sources import SourceContext, load_source
-from transferlab.data.storage import Storage, human_bytes
-from transferlab.data.stream_store import StreamedImages
+from transferlab.data.images.storage import Storage, human_bytes
+from transferlab.data.images.stream_store import StreamedImages
 from transferlab.data.subsample import stratified_split
-from transferlab.data.unlabeled import (CHOICES, capped, check_choice, check_pool, check_same_classes, check_target, hide_labels, rest_indices,
-                                        target_pool)
-from transferlab.data.unlabeled_files import load_unlabeled_images, load_unlabeled_texts
-from transferlab.data.unlabeled_batches import paired_loader
+from transferlab.data.unlabeled.pool import (CHOICES, capped, check_choice, check_pool, check_same_classes, check_target, hide_labels, rest_indices,
+                                             target_pool)
+from transferlab.data.unlabeled.files import load_unlabeled_images, load_unlabeled_texts
+from transferlab.data.unlabeled.batches import paired_loader
 from transferlab.errors import DataError
 from transferlab.utils.seeding import seed_training_batch
 
 log = logging.getLogger(__name__)
-
-
-class BatchTransform(Protocol):
-    """Turns a loader's batch into the model's input on the device (augmenting when `train`)."""
-
-    def to(self, device): ...
-
-    def apply(self, batch: Batch, train: bool) -> Batch: ...
 
 
 class TransferDataModule(pl.LightningDataModule):
@@ -92,7 +84,7 @@ class TransferDataModule(pl.LightningDataModule):
         # Texts only: training batches of similar lengths, eval batches longest first (data/loaders.py).
         self.bucket_by_length = bucket_by_length
         self.bucket_size_multiplier = bucket_size_multiplier
-        # The unlabelled pool (data/unlabeled.py): splits["unlabeled"] when set, never served by a loader.
+        # The unlabelled pool (data/unlabeled/pool.py): splits["unlabeled"] when set, never served by a loader.
         # Another source as the target domain: its test split is the run's, its images the unlabelled pool.
         self.target = dict(target) if target else None
         self.unlabeled = "target" if self.target and unlabeled is None else unlabeled
@@ -101,7 +93,7 @@ class TransferDataModule(pl.LightningDataModule):
         self.unlabeled_max = unlabeled_max
         self.unlabeled_column = unlabeled_column  # the column of texts when data.unlabeled is a table
         # A strategy that trains on unlabelled batches (fixmatch, dann): each training step
-        # then draws unlabeled_ratio x batch_size of them (data/unlabeled_batches.py), and, with
+        # then draws unlabeled_ratio x batch_size of them (data/unlabeled/batches.py), and, with
         # `strong_augment`, a strongly augmented second view of them.
         self.unlabeled_ratio = unlabeled_ratio
         self.strong_augment = strong_augment

@@ -3,7 +3,7 @@
 A batch is gathered with one index per tensor (no per-sample Python), and under DDP each rank takes
 its own share of every step's batch. Given each example's length (tokens per text), training
 batches hold examples of similar length and eval batches go longest first, so batches cut to their
-longest text (data/text.py, DynamicPadding) carry little padding.
+longest text (data/text/tokens.py, DynamicPadding) carry little padding.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from transferlab.errors import ConfigError
 class InMemoryBatches(Dataset):
     """Indexed by a list of indices (a whole batch), so a batch is two tensor gathers.
 
-    `inputs` fill the Batch field `field`: uint8 "images", or cached "features" (data/feature_cache.py).
+    `inputs` fill the Batch field `field`: uint8 "images", or cached "features" (data/caches/feature_cache.py).
     The DataLoader hands `__getitems__` each batch's indices at once (torch's batched fetch).
     """
 

@@ -9,10 +9,10 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab.data.caches.token_cache import CachedTokenize, TokenCache
 from transferlab.data.datamodule import TransferDataModule
-from transferlab.data.storage import Storage
-from transferlab.data.token_cache import CachedTokenize, TokenCache
-from transferlab.data.transforms import AugmentConfig
+from transferlab.data.images.storage import Storage
+from transferlab.data.images.transforms import AugmentConfig
 from transferlab.finetune.optim import OptimConfig
 from transferlab.finetune.plan import FinetunePlan
 from transferlab.finetune.strategies import Strategy, build_strategy

@@ -14,7 +14,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig
 
-from transferlab.data.feature_cache import FeatureCache, FeatureDataModule, state_dict_digest
+from transferlab.data.caches.feature_cache import FeatureCache, FeatureDataModule, state_dict_digest
 from transferlab.finetune import classical
 from transferlab.engine.assemble import Run
 from transferlab.engine.builders import planned_epochs

@@ -7,7 +7,7 @@
 
 Either way the encoder is stored as a transferlab checkpoint with `backbone.*` tensors and no head
 (`ENCODER_ONLY`): `model.init_from=` starts a classifier from it with a new head. The MLM reads
-only the training split's and the unlabelled pool's token ids (data/mlm_texts.py), never a label;
+only the training split's and the unlabelled pool's token ids (data/text/mlm_texts.py), never a label;
 the validation texts give the MLM loss before and after; the test split is dropped unread.
 """
 
@@ -26,9 +26,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.config.checks import check_dataclass, rule
-from transferlab.data.cache_files import CacheFileError, JsonKey, load_blob, read_or_build, safe_name, save_blob
-from transferlab.data.feature_cache import state_dict_digest
-from transferlab.data.mlm_texts import masked_batches, masking_collator, mlm_texts, texts_digest, train_loader
+from transferlab.data.caches.cache_files import CacheFileError, JsonKey, load_blob, read_or_build, safe_name, save_blob
+from transferlab.data.caches.feature_cache import state_dict_digest
+from transferlab.data.text.mlm_texts import masked_batches, masking_collator, mlm_texts, texts_digest, train_loader
 from transferlab.engine.builders import debug_run, make_backbone, make_datamodule, plain
 from transferlab.engine.mlm_module import MaskedLMModule, masked_loss
 from transferlab.engine.tasks import MLM, TAPT

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from transferlab.data.transforms import BatchPreprocess
+from transferlab.data.images.transforms import BatchPreprocess
 from transferlab.errors import TransferlabError
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ class Samples:
 
 
 def _from_files(trained, inputs: str) -> Samples:
-    from transferlab.data.decode import PIL_PIXEL_LIMIT, decode_files
+    from transferlab.data.images.decode import PIL_PIXEL_LIMIT, decode_files
     from transferlab.inference.inputs import collect_inputs
 
     files = [f for f in collect_inputs(inputs, trained.modality) if f.problem is None][: COUNT * 4]

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from transferlab.data.decode import has_image_extension
+from transferlab.data.images.decode import has_image_extension
 from transferlab.data.walk import SKIP_TEXT, Folder, Walked, walk_files
 from transferlab.errors import DataError
 

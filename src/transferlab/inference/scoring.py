@@ -12,8 +12,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from transferlab.data.decode import decode_files
-from transferlab.data.transforms import BatchPreprocess
+from transferlab.data.images.decode import decode_files
+from transferlab.data.images.transforms import BatchPreprocess
 from transferlab.inference.inputs import InputFile
 
 log = logging.getLogger(__name__)

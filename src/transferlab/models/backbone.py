@@ -18,8 +18,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from transferlab.config.checks import Rule, check_rules, register_choice_rules
-from transferlab.data.batch import Batch
-from transferlab.data.datamodule import BatchTransform
+from transferlab.data.batch import Batch, BatchTransform
 from transferlab.errors import ConfigError
 from transferlab.models.groups import BlockGroup
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from transferlab.data.batch import Batch
-from transferlab.data.text import DynamicPadding, Tokens
+from transferlab.data.text.tokens import DynamicPadding, Tokens
 from transferlab.errors import ConfigError
 from transferlab.config.checks import Rule
 from transferlab.models.backbone import BackboneKind, register_kind

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from transferlab.data.batch import Batch
-from transferlab.data.transforms import AugmentConfig, BatchPreprocess, Preprocess
+from transferlab.data.images.transforms import AugmentConfig, BatchPreprocess, Preprocess
 from transferlab.errors import ConfigError
 from transferlab.config.checks import Rule
 from transferlab.models.backbone import BackboneKind, register_kind

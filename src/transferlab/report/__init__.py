@@ -7,9 +7,10 @@
   difference over shared seeds with its 95 % confidence interval, and the verdict;
 - ``results.md``: mean ± std over seeds per (model, data, images per class, strategy), the best
   in bold with its verdict, the code commits, the duplicates and the jobs that did not complete;
-  where records hold a test confusion matrix (schema 3), a link to each counted run's picture and
-  the per-class recall of each size's best strategy (the matrices stay out of the CSV, which gets
-  the picture's path, ``confusion_png``);
+  where records hold a test confusion matrix (schema 3), a link to each counted run's picture (its
+  run's name where a reader could not follow the link: report/links.py) and the per-class recall
+  of each size's best strategy (the matrices stay out of the CSV, which gets the picture's path,
+  ``confusion_png``);
 - ``acc_vs_size.png``, ``acc_vs_time.png``, ``params_by_strategy.png``.
 
 Paths in the CSV and markdown are relative to OUT. The steps, one module each: collect (walk the
@@ -78,7 +79,7 @@ def write_report(dirs: Sequence[str | Path], out: str | Path | None = None) -> R
     shown.drop(columns=[c for c in IN_MEMORY if c in shown.columns]).to_csv(files[0], index=False)
     comparisons.to_csv(files[1], index=False)
     sources = [relative(str(d), out_dir) for d in dirs]
-    files[2].write_text(render_markdown(shown, runs, groups, comparisons, scale, sources))
+    files[2].write_text(render_markdown(shown, runs, groups, comparisons, scale, sources, out_dir=out_dir))
     files += [plots.save(fig, out_dir / f"{name}.png") for name, fig in figures.items()]
     return Report(out_dir=out_dir, jobs=jobs, runs=runs, groups=groups, comparisons=comparisons, scale=scale,
                   figures=figures, files=files)

@@ -25,7 +25,7 @@ UNFINISHED = "unfinished"
 UNFINISHED_ERROR = f"no {METRICS_FILE}: failed before writing it, killed, or still running"
 # Columns the CSV starts with; the recorded metrics follow, then everything else, then LAST.
 FIRST = ("sweep", "job", "status", "model", "data", "strategy", "strategy_name", "variant", "size",
-         "size_x", "samples_per_class", "train_fraction", "train_size", "seed", "code")
+         "size_x", "samples_per_class", "train_fraction", "train_size", "seed", "code", "env")
 LAST = ("duplicate_of", "error", "overrides", "run_dir", "job_dir")
 # Config keys a job that never wrote its record can be grouped by, read from its overrides.
 OVERRIDE_KEYS = ("model", "data", "strategy", "samples_per_class", "train_fraction", "train_size", "seed")
@@ -73,6 +73,19 @@ def code_label(provenance: dict | None) -> str:
     if not commit:
         return "unknown"
     return str(commit)[:7] + ("+dirty" if code.get("dirty") else "")
+
+
+def env_label(provenance: dict | None) -> str:
+    """The environment a run came from: the first 12 hex digits of the lock file's digest, with
+    "+drift" where installed versions differed from the lock; "unlocked" for a run without a lock
+    file, "unknown" for records from before the environment was recorded."""
+    env = (provenance or {}).get("environment")
+    if not isinstance(env, dict):
+        return "unknown"
+    lock = env.get("lock")
+    if not lock:
+        return "unlocked"
+    return str(lock).split(":", 1)[-1][:12] + ("+drift" if env.get("lock_differs") else "")
 
 
 def _walk(root: Path) -> tuple[list[Path], list[Path]]:
@@ -140,6 +153,7 @@ def _row_from_record(path: Path, root: Path, job_dir: Path) -> dict[str, Any]:
             row[k] = v
     row["status"] = str(record.status) if record.status else "unknown"
     row["code"] = code_label(record.provenance)
+    row["env"] = env_label(record.provenance)
     return row
 
 

@@ -6,6 +6,7 @@ the jobs that did not complete."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 from urllib.parse import quote
 
@@ -16,6 +17,7 @@ from transferlab.record import COMPLETED
 from transferlab.report.collect import CONFUSION, CONFUSION_PNG
 from transferlab.report.columns import is_missing, numeric, text
 from transferlab.report.experiments import DUPLICATE, GROUP_KEYS, example_noun, size_phrase
+from transferlab.report.links import linkable, run_name
 from transferlab.report.stats import CONFIDENCE
 from transferlab.report.summarize import code_counts, runs_phrase
 from transferlab.utils.confusion import per_class_recall
@@ -62,6 +64,18 @@ def _code_line(codes: Iterable[str]) -> str:
     return "Code: " + ", ".join(f"`{code}` ({runs_phrase(n)})" for code, n in counts) + "."
 
 
+# Beside a group whose runs did not all run in the environment most runs share.
+OTHER_ENV = "†"
+
+
+def _env_line(envs: Iterable[str]) -> str:
+    counts = code_counts(envs)
+    if len(counts) == 1:
+        return f"Environment: lock `{counts[0][0]}` ({'the' if counts[0][1] == 1 else 'all'} {runs_phrase(counts[0][1])})."
+    return ("Environments differ: " + ", ".join(f"`{env}` ({runs_phrase(n)})" for env, n in counts)
+            + f"; {OTHER_ENV} marks a group with runs outside `{counts[0][0]}`.")
+
+
 def _strategy_table(g: pd.DataFrame, noun: str) -> list[str]:
     strategies = sorted(g["strategy"].unique())
     rows = []
@@ -87,7 +101,7 @@ def _all_groups(groups: pd.DataFrame, unit: str, noun: str) -> list[str]:
     header = ["model", "data", f"{noun}/class", "strategy", "seeds", f"test acc{unit}", f"val acc{unit}",
               "labels", "unlabeled", "trainable params", "total params", "time (s)", "code"]
     rows = [
-        [r.model, r.data, r.size, _bold(r.strategy, r.best), r.seeds or "–",
+        [r.model, r.data, r.size, _bold(r.strategy, r.best) + (OTHER_ENV if r.other_env else ""), r.seeds or "–",
          _bold(_pm(r.test_mean, r.test_std), r.best), _pm(r.val_mean, r.val_std),
          _count(r.labels), _count(r.unlabeled), _count(r.trainable), _count(r.total), _pm(r.time_mean, r.time_std, 1), r.code]
         for r in groups.itertuples()
@@ -95,9 +109,13 @@ def _all_groups(groups: pd.DataFrame, unit: str, noun: str) -> list[str]:
     return _table(header, rows)
 
 
-def _link(path: Any) -> str:
+def picture_cell(path: Any, out_dir: str | Path | None) -> str:
+    """A link to a run's picture (`path` relative to the report), or where no reader of the report
+    could follow it (a committed report, the run under the ignored logs/), the run's name."""
     if is_missing(path) or not path:
         return "not drawn"
+    if out_dir is not None and not linkable(Path(out_dir) / str(path), out_dir):
+        return f"`{_cell(run_name(str(path)))}`"
     return f"[{_cell(str(path).rsplit('/', 1)[-1])}]({quote(str(path))})"
 
 
@@ -141,13 +159,13 @@ def recall_line(label: str, pooled: tuple[list[str], list[float | None], int]) -
     return f"- {label} ({runs_phrase(n)}): {parts}{rest}"
 
 
-def _run_rows(runs: pd.DataFrame, g: pd.DataFrame, scale: float) -> list[list[Any]]:
+def _run_rows(runs: pd.DataFrame, g: pd.DataFrame, scale: float, out_dir: str | Path | None) -> list[list[Any]]:
     """One row per run, in the order of the groups' table, seeds in numeric order."""
     rows = []
     for r in g.itertuples():
         of_group = runs[(runs["size"] == r.size) & (runs["strategy"] == r.strategy)]
         for job in sorted(of_group.to_dict("records"), key=lambda j: (len(j["seed"]), j["seed"])):
-            rows.append([r.size, r.strategy, job["seed"], _pm(job["_test_acc"] * scale, None), _link(job.get(CONFUSION_PNG))])
+            rows.append([r.size, r.strategy, job["seed"], _pm(job["_test_acc"] * scale, None), picture_cell(job.get(CONFUSION_PNG), out_dir)])
     return rows
 
 
@@ -164,7 +182,7 @@ def _best_recalls(runs: pd.DataFrame, g: pd.DataFrame, noun: str) -> list[str]:
     return lines
 
 
-def _confusions(jobs: pd.DataFrame, groups: pd.DataFrame, scale: float, noun: str) -> list[str]:
+def _confusions(jobs: pd.DataFrame, groups: pd.DataFrame, scale: float, noun: str, out_dir: str | Path | None) -> list[str]:
     """Per model and data set, each counted run's picture, then the best strategy's per-class recall."""
     runs = _with_confusion(jobs)
     if runs.empty:
@@ -178,7 +196,7 @@ def _confusions(jobs: pd.DataFrame, groups: pd.DataFrame, scale: float, noun: st
             continue
         lines += [f"### {model} on {data}", ""]
         header = [f"{noun}/class", "strategy", "seed", f"test acc{unit}", "confusion matrix"]
-        lines += _table(header, _run_rows(here, g, scale)) + [""]
+        lines += _table(header, _run_rows(here, g, scale, out_dir)) + [""]
         recalls = _best_recalls(here, g, noun)
         if recalls:
             lines += ["Per-class recall (%) of the strategy with the highest test mean, lowest first "
@@ -212,8 +230,10 @@ def _failures(jobs: pd.DataFrame) -> list[str]:
 
 
 def render_markdown(jobs: pd.DataFrame, runs: pd.DataFrame, groups: pd.DataFrame, comparisons: pd.DataFrame,
-                    scale: float, sources: Sequence[str]) -> str:
-    """`jobs` with the paths as they should appear (portable.py); `sources`: the dirs reported on."""
+                    scale: float, sources: Sequence[str], out_dir: str | Path | None = None) -> str:
+    """`jobs` with the paths as they should appear (portable.py), relative to `out_dir`, where the
+    report is written (None: links are written without checking that they resolve); `sources`: the
+    dirs reported on."""
     unit = " (%)" if scale == 100.0 else ""
     counts = jobs["status"].value_counts().to_dict() if len(jobs) else {}
     ci = f"{CONFIDENCE:.0%}".replace("%", " %")
@@ -232,12 +252,12 @@ def render_markdown(jobs: pd.DataFrame, runs: pd.DataFrame, groups: pd.DataFrame
         lines += [f"## Test accuracy{unit} by strategy", ""]
         for (model, data), g in groups.groupby(["model", "data"], sort=False):
             here = runs[(runs["model"] == model) & (runs["data"] == data)]
-            lines += [f"### {model} on {data}", "", _code_line(here["code"]), ""]
+            lines += [f"### {model} on {data}", "", _code_line(here["code"]), _env_line(here["env"]), ""]
             noun = example_noun(here)
             lines += _strategy_table(g, noun) + [""]
             lines += _verdicts(comparisons[(comparisons["model"] == model) & (comparisons["data"] == data)], noun)
         lines += ["## All groups", ""] + _all_groups(groups, unit, example_noun(runs)) + [""]
-        lines += _confusions(jobs, groups, scale, example_noun(runs))
+        lines += _confusions(jobs, groups, scale, example_noun(runs), out_dir)
     lines += _duplicates(jobs)
     lines += _failures(jobs)
     return "\n".join(lines)

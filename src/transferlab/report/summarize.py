@@ -11,7 +11,7 @@ from transferlab.record import COMPLETED
 from transferlab.report.columns import is_missing, numeric, text
 from transferlab.report.experiments import GROUP_KEYS
 
-RUN_COLUMNS = (*GROUP_KEYS, "size_x", "seed", "test", "val", "trainable", "total", "labels", "unlabeled", "time", "code", "modality")
+RUN_COLUMNS = (*GROUP_KEYS, "size_x", "seed", "test", "val", "trainable", "total", "labels", "unlabeled", "time", "code", "env", "modality")
 
 
 def completed_runs(jobs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
@@ -37,6 +37,7 @@ def completed_runs(jobs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
         "unlabeled": numeric(done, "data_sizes.unlabeled").fillna(0) if "data_sizes.unlabeled" in done else 0,
         "time": numeric(done, "time.total_s").fillna(numeric(done, "time.fit_s")),
         "code": done["code"].map(lambda c: text(c, missing="unknown")),
+        "env": done["env"].map(lambda e: text(e, missing="unknown")) if "env" in done else "unknown",
         # image | text, for the report's wording; records before it existed are images.
         "modality": done["modality"].map(lambda m: text(m, missing="image")) if "modality" in done else "image",
     }, index=done.index, columns=list(RUN_COLUMNS))
@@ -61,6 +62,12 @@ def code_summary(codes: Iterable[str]) -> str:
     return ", ".join(f"{code} ({runs_phrase(n)})" for code, n in counts)
 
 
+def usual_env(runs: pd.DataFrame) -> str | None:
+    """The environment most runs share (None without runs): a row from another is marked."""
+    counts = code_counts(runs["env"]) if "env" in runs and len(runs) else []
+    return counts[0][0] if counts else None
+
+
 def _seed_order(seed: str) -> tuple[int, str]:
     return (len(seed), seed)  # numeric seeds as numbers: 2 before 10
 
@@ -68,11 +75,13 @@ def _seed_order(seed: str) -> tuple[int, str]:
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """A row per group: seeds, n, test/val accuracy and time mean ± std (ddof=1), median
     parameter counts, the code commits, and `best` (the highest test mean of its (model, data,
-    size), where more than one strategy ran)."""
+    size), where more than one strategy ran), and `other_env` (a run of the group ran in another
+    environment than most runs)."""
     columns = [*GROUP_KEYS, "size_x", "n", "seeds", "test_mean", "test_std", "val_mean", "val_std",
-               "trainable", "total", "labels", "unlabeled", "time_mean", "time_std", "code", "best"]
+               "trainable", "total", "labels", "unlabeled", "time_mean", "time_std", "code", "env", "other_env", "best"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
+    usual = usual_env(runs)
     by = runs.groupby(list(GROUP_KEYS), sort=False)
     groups = by.agg(
         size_x=("size_x", "first"),
@@ -84,6 +93,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         labels=("labels", "median"), unlabeled=("unlabeled", "median"),
         time_mean=("time", "mean"), time_std=("time", "std"),
         code=("code", code_summary),
+        env=("env", code_summary),
+        # Some run of the group ran in another environment than most runs of the report.
+        other_env=("env", lambda envs: bool((envs != usual).any())),
     ).reset_index()
     groups["_size_order"] = groups["size_x"].fillna(np.inf)
     groups = groups.sort_values(["model", "data", "_size_order", "size", "strategy"], kind="stable")

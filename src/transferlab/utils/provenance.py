@@ -1,10 +1,13 @@
 """What a reproduction needs to know about where a run ran: the code's commit, the library
-versions and the machine. Recorded in every metrics.json (record.py)."""
+versions, the lock file the environment was installed from, and the machine. Recorded in every
+metrics.json (record.py)."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import re
 import platform
 import subprocess
 import sys
@@ -53,6 +56,41 @@ def versions() -> dict[str, str]:
     return found
 
 
+# `make install` installs exactly this file (pip-compile's output; `make lock` refreshes it).
+LOCK_FILE = "requirements.lock"
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
+
+
+def lock_pins(text: str) -> dict[str, str]:
+    """{distribution: version} for every `name==version` line of a lock file."""
+    return {m.group(1): m.group(2) for m in map(_PIN.match, text.splitlines()) if m}
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@functools.lru_cache(maxsize=None)
+def environment(repo: str) -> dict:
+    """{"lock": "sha256:<digest of the lock file>" or None, "lock_differs": {name: installed}}.
+
+    `lock_differs` names every locked distribution installed at another version ("missing" where
+    absent), so a record tells a locked environment from one that drifted after install. Cached per
+    process like `code_state`: a sweep's jobs describe the environment their process imported."""
+    path = Path(repo) / LOCK_FILE
+    try:
+        text = path.read_text()
+    except OSError:
+        return {"lock": None, "lock_differs": {}}
+    installed = {_normal(d.metadata["Name"] or ""): d.version for d in metadata.distributions()}
+    differs = {}
+    for name, pinned in lock_pins(text).items():
+        version = installed.get(_normal(name), "missing")
+        if version != pinned:
+            differs[name] = version
+    return {"lock": "sha256:" + hashlib.sha256(text.encode()).hexdigest(), "lock_differs": differs}
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -78,4 +116,5 @@ def machine() -> dict:
 
 
 def provenance(repo: str | Path) -> dict:
-    return {"code": code_state(str(Path(repo).resolve())), "versions": versions(), "machine": machine()}
+    root = str(Path(repo).resolve())
+    return {"code": code_state(root), "versions": versions(), "environment": environment(root), "machine": machine()}

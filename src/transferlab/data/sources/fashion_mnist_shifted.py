@@ -1,7 +1,7 @@
 """Fashion-MNIST under a corruption shift (README, "Fashion-MNIST under a corruption shift").
 
 The labelled source domain is clean Fashion-MNIST; the target domain is the same images under one
-fixed corruption (data/corruptions.py). The splits:
+fixed corruption (data/images/corruptions.py). The splits:
 - train: the clean labelled training pool, exactly data=fashion_mnist's;
 - test: the 10,000 test images corrupted, with their real labels (the target's test split);
 - unlabeled: the 60,000 training images corrupted, every label UNLABELED: the target-domain pool
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from transferlab.data.arrays import UNLABELED, ImageArrays, Splits
-from transferlab.data.corruptions import MIX, NAMES, SEVERITIES, corrupt
+from transferlab.data.images.corruptions import MIX, NAMES, SEVERITIES, corrupt
 from transferlab.data.sources.fashion_mnist import load_fashion_mnist
 from transferlab.data.sources.registry import SourceContext, register
 from transferlab.errors import DataError

@@ -11,8 +11,8 @@ min(cap, the largest image's shorter side), and a folder of grey images is store
 8x8 digits stay 8x8; photos are stored at the cap. The per-batch transform resizes on the device.
 
 This module is the layout: class and split folders, the checks that each image is in one place,
-and carving the missing splits. The walk under the root is data/walk.py; decoding, data/decode.py;
-keeping the images in LitData chunks instead of memory (data.storage), data/stream_store.py.
+and carving the missing splits. The walk under the root is data/walk.py; decoding, data/images/decode.py;
+keeping the images in LitData chunks instead of memory (data.storage), data/images/stream_store.py.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from transferlab.data.arrays import ImageArrays, Splits
-from transferlab.data.decode import IMAGE_EXTENSIONS, PIL_PIXEL_LIMIT, Probed, decode_files, has_image_extension, probe_files
+from transferlab.data.images.decode import IMAGE_EXTENSIONS, PIL_PIXEL_LIMIT, Probed, decode_files, has_image_extension, probe_files
 from transferlab.data.sources.registry import ROOT_KEY, SourceContext, register
-from transferlab.data.storage import Storage
-from transferlab.data.stream_store import StreamedImages, optimize_files
+from transferlab.data.images.storage import Storage
+from transferlab.data.images.stream_store import StreamedImages, optimize_files
 from transferlab.data.subsample import stratified_split
 from transferlab.data.walk import SKIP_TEXT, Folder, Skipped, Walked, has_visible_subfolders, subfolders, walk_files
 from transferlab.errors import DataError

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from transferlab.data.arrays import Splits
-from transferlab.data.storage import Storage
+from transferlab.data.images.storage import Storage
 from transferlab.errors import DataError
 
 # The config key users set; named in every message that tells them to set it.
@@ -28,7 +28,7 @@ class SourceContext:
     storage_size: int = 224  # the cap on the side decoded images are stored at (data.store_size)
     storage: Storage = Storage()  # memory, stream or auto (data.storage)
     # A text backbone's tokenizer at its max length, tokenize(texts) or tokenize(texts, pairs)
-    # (data/text.py); None with an image backbone.
+    # (data/text/tokens.py); None with an image backbone.
     tokenize: Callable[..., Any] | None = None
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from transferlab.data.arrays import Splits
 from transferlab.data.sources.registry import ROOT_KEY, SourceContext, register
 from transferlab.data.sources.text_common import carve_fixed_test, check_encoding, refuse_unseen, report_empty, undecodable
-from transferlab.data.text import token_arrays
+from transferlab.data.text.tokens import token_arrays
 from transferlab.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from transferlab.data.sources.registry import SourceContext, register
 from transferlab.data.sources.text_common import (carve_fixed_test, check_encoding, listing, refuse_unseen, report_empty,
                                                   undecodable)
 from transferlab.data.subsample import stratified_split
-from transferlab.data.text import token_arrays
+from transferlab.data.text.tokens import token_arrays
 from transferlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ into the run at four more places, each optional with a default that does nothing
   on the tuned backbone's features after the loop (setfit.py);
 - `feature_cache` / `fits`: whether the loop runs on cached features, and whether it runs at all;
 - `unlabeled_ratio`, `strong_augment` and `unlabeled_loss(module, features, views)`: training steps
-  that carry a batch of the unlabelled pool beside the labelled one (data/unlabeled_batches.py),
+  that carry a batch of the unlabelled pool beside the labelled one (data/unlabeled/batches.py),
   its views' features computed in the same forward pass, and a loss on them (fixmatch.py, dann.py).
   `state_module()`'s parameters, if it has any, train with the head (DANN's domain classifier).
 
@@ -203,7 +203,7 @@ class Strategy:
 
     @property
     def strong_augment(self):
-        """A StrongAugment (data/strong_augment.py) for a second, strongly augmented unlabelled view; None: one view."""
+        """A StrongAugment (data/images/strong_augment.py) for a second, strongly augmented unlabelled view; None: one view."""
         return None
 
     def unlabeled_loss(self, module, features: torch.Tensor, views: list[torch.Tensor]) -> torch.Tensor | None:

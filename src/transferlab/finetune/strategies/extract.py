@@ -1,6 +1,6 @@
 """Feature extraction: the backbone is frozen (its norm statistics too); only the head trains.
 
-Fast path (data/feature_cache.py): the backbone runs once per split, not once per epoch, and the
+Fast path (data/caches/feature_cache.py): the backbone runs once per split, not once per epoch, and the
 head trains on the cached features (train-time augmentation is then off). `solver: lbfgs` fits the
 head as an L2 logistic regression by full-batch L-BFGS instead, its penalty chosen on validation
 (finetune/linear_probe.py): then the probe is the whole training.

@@ -2,7 +2,7 @@
 Confidence"): each step also draws `unlabeled_ratio` x the batch from the unlabelled pool
 (data.unlabeled); the model's prediction on a weak view (the run's random crop and flip) becomes a
 hard pseudo-label where its confidence reaches `threshold`, and supervises a strong view of the
-same image (RandAugment-style operations and Cutout: data/strong_augment.py).
+same image (RandAugment-style operations and Cutout: data/images/strong_augment.py).
 
 It is a loss, not a freezing plan: which block groups train and at which lrs is partial/full's
 choice (`unfreeze_top`, `decay`). `probe_init` starts the head from the L-BFGS probe of lp_ft and
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from transferlab.config.checks import rule
-from transferlab.data.strong_augment import StrongAugment
+from transferlab.data.images.strong_augment import StrongAugment
 from transferlab.errors import ConfigError
 from transferlab.finetune.linear_probe import probe_head
 from transferlab.finetune.strategies.base import LayerDecay, ProbeSettings, StrategyConfig, TopGroups, TopGroupsStrategy, register

@@ -2,7 +2,7 @@
 
 Runs on float images in [0, 1] after the random crop and flip (the weak view's geometry) and
 before normalisation, on the training device, once per batch like the rest of the preprocessing
-(data/transforms.py). Each image gets `num_ops` operations drawn uniformly from OPS, each at a
+(data/images/transforms.py). Each image gets `num_ops` operations drawn uniformly from OPS, each at a
 magnitude drawn uniformly from (0, 1] (FixMatch's RandAugment variant: no global magnitude to
 tune), then a square of grey, `cutout` of the side, at a random place. Every draw comes from the
 global torch RNG, which the DataModule seeds per training batch (utils/seeding.py).

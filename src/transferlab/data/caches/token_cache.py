@@ -1,11 +1,11 @@
 """Token-id cache: a text source's texts are tokenised once per tokenizer and max length, not once per run.
 
-`CachedTokenize` wraps a text backbone's `tokenize(texts) -> Tokens` (data/text.py); sources call it
+`CachedTokenize` wraps a text backbone's `tokenize(texts) -> Tokens` (data/text/tokens.py); sources call it
 as they call the plain one. The ids are stored under `paths.cache_dir`/tokens, one file per call,
 named by the hash of everything that changes them (`TokenKey`): the tokenizer's identity (its class,
 name_or_path, vocabulary size and a hash of its vocabulary and rules, from the backbone), the max
 length, and a hash of the exact texts. Files are keyed, checked, locked and written as the feature
-cache's are (data/cache_files.py): a file that cannot be trusted is logged and rebuilt.
+cache's are (data/caches/cache_files.py): a file that cannot be trusted is logged and rebuilt.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from transferlab.data.cache_files import CacheFileError, CacheStats, JsonKey, load_blob, read_or_build, safe_name, save_blob
-from transferlab.data.text import Tokenize, Tokens
+from transferlab.data.caches.cache_files import CacheFileError, CacheStats, JsonKey, load_blob, read_or_build, safe_name, save_blob
+from transferlab.data.text.tokens import Tokenize, Tokens
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Images kept in LitData's optimized chunks instead of memory: written once per source, read by index.
 
 `optimize_files` decodes a list of image files with the in-memory path's own decoder
-(data/decode.py) into chunks through `litdata.optimize`, one row per file, a file that fails
+(data/images/decode.py) into chunks through `litdata.optimize`, one row per file, a file that fails
 included as a marked row so that it is counted and named like one that fails in memory. The
 chunks are keyed like the feature cache: by every file's path, size, modification time and label,
 the stored side and channels and the pixel limit, so an edited folder is converted again and an
@@ -28,9 +28,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from transferlab.data.cache_files import CacheFileError, JsonKey, load_blob, read_or_build, save_blob
-from transferlab.data.decode import TooLarge, decode_one
-from transferlab.data.storage import Storage, human_bytes
+from transferlab.data.caches.cache_files import CacheFileError, JsonKey, load_blob, read_or_build, save_blob
+from transferlab.data.images.decode import TooLarge, decode_one
+from transferlab.data.images.storage import Storage, human_bytes
 
 log = logging.getLogger(__name__)
 

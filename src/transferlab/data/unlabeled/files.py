@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from transferlab.data.arrays import UNLABELED, ImageArrays
-from transferlab.data.decode import PIL_PIXEL_LIMIT, decode_files, has_image_extension
-from transferlab.data.text import token_arrays
+from transferlab.data.images.decode import PIL_PIXEL_LIMIT, decode_files, has_image_extension
+from transferlab.data.text.tokens import token_arrays
 from transferlab.data.walk import Folder, walk_files
 from transferlab.errors import DataError
 

@@ -1,6 +1,6 @@
 """What the caches under `paths.cache_dir` share: keyed files, checked on read, rebuilt when stale.
 
-The feature cache (data/feature_cache.py) and the token cache (data/token_cache.py) store one file
+The feature cache (data/caches/feature_cache.py) and the token cache (data/caches/token_cache.py) store one file
 per key, named by the hash of the key's JSON, and keep the JSON inside the file: a hash collision or
 a renamed file then reads as "another key", never as the wrong contents. A file that cannot be read,
 has another format or holds another key is rebuilt with a warning. Writes go to a temporary name and

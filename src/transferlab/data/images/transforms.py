@@ -124,7 +124,7 @@ class BatchPreprocess(nn.Module):
 
     def apply(self, batch: Batch, train: bool, strong=None) -> Batch:
         """The batch with its uint8 images replaced by the model's input. `strong` (a
-        StrongAugment, data/strong_augment.py) runs after the training geometry: FixMatch's strong view."""
+        StrongAugment, data/images/strong_augment.py) runs after the training geometry: FixMatch's strong view."""
         return batch.with_inputs(images=self(batch.images, train=train, strong=strong))
 
     @torch.no_grad()

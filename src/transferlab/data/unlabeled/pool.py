@@ -2,7 +2,7 @@
 
 - `rest`: the part of the training pool that neither the training subset nor validation drew;
 - `source`: the source's own `Splits.unlabeled` (a target domain's images);
-- a path: a folder of images, or a text file / table of texts (data/unlabeled_files.py);
+- a path: a folder of images, or a text file / table of texts (data/unlabeled/files.py);
 - `target`: the training images of another source, `data.target` (whose test split the run is
   scored on): its `Splits.unlabeled` if it has one, else its training pool; the default when
   data.target is set;

@@ -1,7 +1,7 @@
 """Where a source's images live while a run trains: in memory, or streamed from LitData chunks.
 
 `data.storage=memory` holds every split as one uint8 tensor; `stream` converts the source once into
-LitData's optimized chunks (data/stream_store.py) and reads batches from them; `auto` streams when
+LitData's optimized chunks (data/images/stream_store.py) and reads batches from them; `auto` streams when
 the images would take more than `data.memory_budget` of memory. Both give the very same batches:
 only where the bytes wait differs.
 """

@@ -31,9 +31,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from transferlab.data.batch import Batch
-from transferlab.data.cache_files import CacheFileError, CacheStats, JsonKey, load_blob, read_or_build, safe_name, save_blob
+from transferlab.data.caches.cache_files import CacheFileError, CacheStats, JsonKey, load_blob, read_or_build, safe_name, save_blob
 from transferlab.data.loaders import batch_loader
-from transferlab.data.transforms import BatchPreprocess
+from transferlab.data.images.transforms import BatchPreprocess
 from transferlab.utils.seeding import seed_training_batch
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""Image inputs: decoding files, where images wait (memory or LitData chunks), per-batch transforms, strong views, corruptions."""
