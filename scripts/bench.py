@@ -287,7 +287,7 @@ def transferlab_loop(args, cfg, run, module=None, fixed_batch=None) -> float:
     from omegaconf import open_dict
 
     from transferlab.data.batch import Batch
-    from transferlab.engine.assemble import make_trainer
+    from transferlab.engine.trainer import make_trainer
 
     class LightningClock(pl.Callback):
         def __init__(self):

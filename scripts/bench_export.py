@@ -95,14 +95,14 @@ def _ratio(ratios: list[float]) -> str:
 
 
 def section_1(args, work: Path, say) -> str:
-    from transferlab.export.onnx_format import _export
+    from transferlab.export.onnx_format import trace_onnx
     from transferlab.inference.scoring import onnx_scorer, torch_scorer
 
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
         network, _ = lite0_network(size, tta=False)
         path = work / f"lite0_{size}.onnx"
-        _export(network, torch.randn(2, 3, size, size), path)
+        trace_onnx(network, torch.randn(2, 3, size, size), path)
         eager, ort = torch_scorer(network), onnx_scorer(path, threads=args.threads)
         one, batch = torch.randn(1, 3, size, size), torch.randn(32, 3, size, size)
         assert np.abs(eager(batch) - ort(batch)).max() < 1e-4

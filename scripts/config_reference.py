@@ -19,11 +19,14 @@ OUT = ROOT / "docs" / "configuration.md"
 
 def run_rules() -> dict:
     """The range rules of the run config's keys, by dotted key. The one place to change when rules
-    move (a backbone kind owning its keys' checks, say): the reference shows what this returns."""
+    move: the reference shows what this returns. A backbone kind's own model.* keys come with
+    their kind (models/<kind>_backbone.py)."""
     from transferlab.config.checks import RULES, rules_of
     from transferlab.engine.pretrain import MLMConfig  # task.mlm.*'s knobs, checked like a strategy's
+    from transferlab.models.backbone import kinds
 
-    return {**RULES, **{f"task.mlm.{k}": r for k, r in rules_of(MLMConfig).items()}}
+    by_kind = {k: r for kind in kinds() for k, r in kind.rules.items()}
+    return {**RULES, **by_kind, **{f"task.mlm.{k}": r for k, r in rules_of(MLMConfig).items()}}
 
 
 def strategies() -> dict:

@@ -200,7 +200,7 @@ def section_throughput(s: Sizes, args, work: Path, say) -> dict:
     from torch import nn
 
     import bench
-    from transferlab.engine.assemble import maybe_compile
+    from transferlab.engine.trainer import maybe_compile
 
     _quiet()
     device = torch.device("cuda" if s.accelerator == "gpu" else "cpu")

@@ -2,8 +2,9 @@
 a schedule that would make the run another strategy is refused: nothing out of range reaches
 Lightning or torch, and nothing is recorded as the experiment it was not.
 
-The table is derived from the rules themselves (config/checks.py's RULES, each strategy's field
-rules) and from the config folder: a new key with a rule is tested without editing this file.
+The table is derived from the rules themselves (config/checks.py's RULES, each backbone kind's and
+each strategy's field rules) and from the config folder: a new key with a rule is tested without
+editing this file.
 """
 
 import copy
@@ -19,9 +20,11 @@ from omegaconf import OmegaConf, open_dict
 from transferlab import CONFIG_DIR
 from transferlab import train as train_cli
 from transferlab.config.checks import RULES, Rule, check_config, rules_of
-from transferlab.engine.assemble import make_run, make_strategy
+from transferlab.engine.assemble import make_run
+from transferlab.engine.builders import make_strategy
 from transferlab.errors import ConfigError
 from transferlab.finetune.strategies import STRATEGIES
+from transferlab.models.backbone import kinds
 from transferlab.utils.resolvers import register
 
 register()
@@ -73,6 +76,13 @@ def global_cases():
             yield pytest.param(key, bad, id=f"{key}={_text(bad)}")
 
 
+def kind_cases():
+    for kind in kinds():
+        for key, rule in kind.rules.items():
+            for bad in rule.bad_values():
+                yield pytest.param(kind.name, key, bad, id=f"{kind.name}:{key}={_text(bad)}")
+
+
 def strategy_cases():
     for name in STRATEGY_NAMES:
         for key, rule in rules_of(STRATEGIES[name].Config).items():
@@ -104,6 +114,23 @@ def test_the_default_config_passes_every_rule():
 def test_each_global_key_refuses_values_outside_its_range(key, bad):
     cfg = with_value("partial", key, bad)
     with pytest.raises(ConfigError, match=f"^{key}=.* is outside its range: use "):
+        check_config(cfg)
+
+
+@pytest.mark.parametrize("kind,key,bad", list(kind_cases()))
+def test_each_backbone_kind_key_refuses_values_outside_its_range(kind, key, bad):
+    cfg = with_value("partial", "model.backbone", kind)
+    with open_dict(cfg):
+        OmegaConf.update(cfg, key, bad, merge=False)
+    with pytest.raises(ConfigError, match=f"^{key}=.* is outside its range: use "):
+        check_config(cfg)
+
+
+def test_a_backbone_kind_key_is_checked_only_for_that_kind():
+    cfg = with_value("partial", "model.pooling", "not-a-pooling")  # an hf key on a timm config: not its business
+    check_config(cfg)
+    cfg.model.backbone = "hf"
+    with pytest.raises(ConfigError, match="^model.pooling='not-a-pooling' is outside its range"):
         check_config(cfg)
 
 

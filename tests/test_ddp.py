@@ -22,7 +22,8 @@ from test_cli import run_cli
 from transferlab import CONFIG_DIR
 from transferlab.data.loaders import rank_batch_size
 from transferlab.errors import ConfigError
-from transferlab.engine.assemble import make_run, make_trainer
+from transferlab.engine.assemble import make_run
+from transferlab.engine.trainer import make_trainer
 from transferlab.sweep.pool_audit import read_records
 from transferlab.utils.devices import ENV_DEVICES
 from transferlab.utils.resolvers import register
@@ -153,7 +154,7 @@ def test_gradual_under_ddp_matches_one_process_and_ranks_stay_identical(tmp_path
     # The main process got rank 0's weights and trainable count back.
     assert all(torch.equal(v, sd0[k]) for k, v in run.module.state_dict().items())
     head = sum(p.numel() for p in run.module.head.parameters())
-    from transferlab.engine.assemble import finetune_callback
+    from transferlab.engine.trainer import finetune_callback
 
     assert finetune_callback(run.trainer).max_trainable_params == head + sum(run.module.plan.groups[g].numel() for g in starts)
 

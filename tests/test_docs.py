@@ -131,7 +131,7 @@ def _git(cwd: Path, *args: str) -> None:
 
 def test_a_report_links_only_what_its_readers_can_open(tmp_path: Path):
     from transferlab.report.links import linkable, run_name, work_tree
-    from transferlab.report.markdown import _picture
+    from transferlab.report.markdown import picture_cell
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -153,11 +153,11 @@ def test_a_report_links_only_what_its_readers_can_open(tmp_path: Path):
     assert linkable(outside, out) is False  # exists, but not in the report's work tree
 
     # In the markdown: the run's name where the picture is ignored, a link where it is not.
-    assert _picture("../../logs/train/runs/2026-01-01_10-00-00/confusion_matrix.png", out) == "`train/runs/2026-01-01_10-00-00`"
-    assert _picture("x/confusion_matrix.png", out) == "[confusion_matrix.png](x/confusion_matrix.png)"
-    assert _picture(None, out) == "not drawn"
+    assert picture_cell("../../logs/train/runs/2026-01-01_10-00-00/confusion_matrix.png", out) == "`train/runs/2026-01-01_10-00-00`"
+    assert picture_cell("x/confusion_matrix.png", out) == "[confusion_matrix.png](x/confusion_matrix.png)"
+    assert picture_cell(None, out) == "not drawn"
     assert run_name("../logs/data_efficiency/multiruns/2026-12-01_15-47-34/3/confusion_matrix.png") == "data_efficiency/multiruns/2026-12-01_15-47-34/3"
 
     # Outside any work tree (a report beside its runs on the machine that ran them), an existing file is linked.
     if work_tree(str(outside.parent)) is None:
-        assert _picture("confusion_matrix.png", outside.parent) == "[confusion_matrix.png](confusion_matrix.png)"
+        assert picture_cell("confusion_matrix.png", outside.parent) == "[confusion_matrix.png](confusion_matrix.png)"

@@ -87,7 +87,7 @@ def test_predict_gives_the_eval_paths_logits_and_eval_accuracy(trained_run):
     preds = predict_files(files, torch_scorer(trained.network()), trained.preprocess, trained.storage_size,
                           trained.classes, progress=False)
     # The test split as the run's data source stored it: the same decode, so the same uint8 images.
-    from transferlab.engine.assemble import make_datamodule
+    from transferlab.engine.builders import make_datamodule
 
     dm = make_datamodule(trained.config, trained.module.encoder)
     dm.setup()

@@ -21,7 +21,7 @@ from transferlab.data.caches.feature_cache import (
     state_dict_digest,
 )
 from transferlab.data.images.transforms import BatchPreprocess, Preprocess
-from transferlab.engine.assemble import make_strategy
+from transferlab.engine.builders import make_strategy
 from transferlab.errors import ConfigError
 from transferlab.finetune.linear_probe import fit_linear_probe, linear_layer_of, load_into_head
 from transferlab.models.timm_backbone import TimmBackbone

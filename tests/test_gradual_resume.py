@@ -5,7 +5,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from transferlab import CONFIG_DIR
-from transferlab.engine.assemble import make_run, make_trainer
+from transferlab.engine.assemble import make_run
+from transferlab.engine.trainer import make_trainer
 from transferlab.utils.resolvers import register
 
 register()

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import LightningEnvironment
 
 from transferlab import CONFIG_DIR
-from transferlab.engine.assemble import make_trainer
+from transferlab.engine.trainer import make_trainer
 from transferlab.errors import ConfigError
 from transferlab.utils import ranks
 from transferlab.utils.resolvers import hydra_subdir, log_suffix, register, slurm_gpus

@@ -15,7 +15,8 @@ from hydra.core.global_hydra import GlobalHydra
 from test_bad_input import error_line, run
 from transferlab import CONFIG_DIR
 from transferlab import train as train_cli
-from transferlab.engine.assemble import make_run, make_strategy
+from transferlab.engine.assemble import make_run
+from transferlab.engine.builders import make_strategy
 from transferlab.errors import ConfigError, DataError
 from transferlab.finetune.linear_probe import fit_logistic_regression
 from transferlab.finetune.self_training import select_pseudo_labels, self_train

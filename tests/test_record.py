@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from transferlab.engine.execute import Outcome
-from transferlab.engine.recording import _status
+from transferlab.engine.recording import run_status
 from transferlab.record import SCHEMA_VERSION, RunRecord, read_record
 from transferlab.utils.provenance import provenance
 from transferlab.utils.run_stats import RunStats
@@ -81,14 +81,14 @@ def test_completed_only_for_what_the_strategy_planned_and_a_checkpoint_of_its_ow
     elsewhere.parent.mkdir(parents=True)
     elsewhere.write_bytes(b"x")
     cfg = OmegaConf.create({"paths": {"output_dir": str(run_dir)}, "trainer": {}})
-    assert _status(cfg, _outcome(str(mine))) == ("completed", None)
-    assert _status(cfg, _outcome(None)) == ("completed", None)  # no checkpoint callback: its final weights
-    status, error = _status(cfg, _outcome(str(mine), untrained=["backbone.g07"]))
+    assert run_status(cfg, _outcome(str(mine))) == ("completed", None)
+    assert run_status(cfg, _outcome(None)) == ("completed", None)  # no checkpoint callback: its final weights
+    status, error = run_status(cfg, _outcome(str(mine), untrained=["backbone.g07"]))
     assert status == "failed" and "backbone.g07" in error and "took no optimizer step" in error
-    status, error = _status(cfg, _outcome(str(elsewhere)))
+    status, error = run_status(cfg, _outcome(str(elsewhere)))
     assert status == "failed" and "not one this run wrote" in error
     debug = OmegaConf.create({"paths": {"output_dir": str(run_dir)}, "trainer": {"fast_dev_run": True}})
-    assert _status(debug, _outcome(None))[0] == "debug"
+    assert run_status(debug, _outcome(None))[0] == "debug"
 
 
 # --- the confusion matrix (schema 3) ------------------------------------------------------------

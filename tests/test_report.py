@@ -596,7 +596,7 @@ def test_a_report_without_confusion_matrices_has_no_such_section(sweeps: tuple[P
 
 
 def test_per_class_recall_pools_runs_over_the_same_classes_and_names_the_weakest_of_many() -> None:
-    from transferlab.report.markdown import _recall_line, pooled_recall
+    from transferlab.report.markdown import recall_line, pooled_recall
 
     a = {"classes": ["x", "y"], "matrix": [[3, 1], [0, 4]]}
     other = {"classes": ["x", "z"], "matrix": [[9, 9], [9, 9]]}
@@ -605,7 +605,7 @@ def test_per_class_recall_pools_runs_over_the_same_classes_and_names_the_weakest
     assert pooled_recall([broken]) is None
     n = 30
     many = {"classes": [f"c{i}" for i in range(n)], "matrix": (np.eye(n, dtype=int) * (np.arange(n) + 1) + 1).tolist()}
-    line = _recall_line("all training images, full", pooled_recall([many]))
+    line = recall_line("all training images, full", pooled_recall([many]))
     assert line.startswith("- all training images, full (1 run): c0 ") and ", … (20 more classes, all higher)" in line
     assert len(line.split(": ", 1)[1].split(", …")[0].split(", ")) == 10  # the ten weakest, then the rest counted
 

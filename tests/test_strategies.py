@@ -15,7 +15,8 @@ from hydra.core.global_hydra import GlobalHydra
 from torch import nn
 
 from transferlab import CONFIG_DIR
-from transferlab.engine.assemble import make_feature_datamodule, make_run
+from transferlab.engine.assemble import make_run
+from transferlab.engine.execute import make_feature_datamodule
 from transferlab.finetune.optim import OptimConfig, build_optimizer, build_scheduler, param_groups
 from transferlab.finetune.plan import FinetunePlan
 from transferlab.finetune.strategies import build_strategy

@@ -75,7 +75,7 @@ def _expand(params: dict, command_line: list[str] = ()) -> list[list[str]]:
 def _check_job(overrides: list[str]):
     """Compose one job as the sweep would and check what train.py validates before training."""
     from transferlab.config.checks import check_config
-    from transferlab.engine.assemble import make_strategy
+    from transferlab.engine.builders import make_strategy
 
     cfg = compose("train", overrides=overrides)
     for node in ("model", "data", "strategy", "optim"):

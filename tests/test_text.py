@@ -159,7 +159,7 @@ def test_lora_trains_adapters_and_head_and_merges_to_the_same_outputs(encoder):
 def test_fused_adamw_is_on_for_text_encoders_unless_set():
     from omegaconf import OmegaConf
 
-    from transferlab.engine.assemble import optim_config
+    from transferlab.engine.builders import optim_config
 
     def fused(backbone, value):
         return optim_config(OmegaConf.create({"model": {"backbone": backbone}, "optim": {"name": "adamw", "fused": value}})).fused

@@ -61,10 +61,10 @@ def test_one_tokenizer_pass_gives_the_truncated_ids_and_says_which_texts_were_cu
 def test_a_python_tokenizer_is_counted_in_the_same_single_pass():
     from transformers import ByT5Tokenizer
 
-    from transferlab.models.hf_backbone import _encode
+    from transferlab.models.hf_backbone import encode_texts
 
     tokenizer = ByT5Tokenizer()
-    ids, cut = _encode(tokenizer, ["hello", "x" * 40, "y" * 9], None, 10)  # 9 bytes + </s> fill 10 exactly
+    ids, cut = encode_texts(tokenizer, ["hello", "x" * 40, "y" * 9], None, 10)  # 9 bytes + </s> fill 10 exactly
     assert cut.tolist() == [False, True, False]
     reference = tokenizer(["hello", "x" * 40, "y" * 9], truncation=True, max_length=10, padding="max_length")["input_ids"]
     assert ids.tolist() == reference

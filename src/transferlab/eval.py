@@ -9,7 +9,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab import CONFIG_DIR
-from transferlab.engine.assemble import instantiate_trainer, make_run
+from transferlab.engine.assemble import make_run
+from transferlab.engine.trainer import instantiate_trainer
 from transferlab.engine.policy import run_guarded
 from transferlab.errors import ConfigError, cli
 from transferlab.models.checkpoint import check_fits, read_checkpoint
@@ -64,7 +65,7 @@ def evaluate_exported(cfg: DictConfig, split: str) -> dict:
     from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
     from transferlab.data.images.transforms import BatchPreprocess
-    from transferlab.engine.assemble import datamodule_for
+    from transferlab.engine.builders import datamodule_for
     from transferlab.inference.models import open_model
 
     model = open_model(cfg.get("ckpt_path"), cfg.model_path, cfg.paths.log_dir)  # refuses both at once

@@ -18,8 +18,10 @@ from transferlab.utils.io import atomic_write_json
 SCHEMA_VERSION = 3
 METRICS_FILE = "metrics.json"
 
-COMPLETED, FAILED, INTERRUPTED = "completed", "failed", "interrupted"
-STATUSES = (COMPLETED, FAILED, INTERRUPTED)
+# How a run ended, the record's `status`: it trained what its strategy says (engine/recording.py
+# decides), or not; it was stopped by a signal; or it was a debug run (fast_dev_run,
+# overfit_batches), which checks a setup and is no result.
+COMPLETED, FAILED, INTERRUPTED, DEBUG = "completed", "failed", "interrupted", "debug"
 
 
 class RecordError(ValueError):

@@ -17,16 +17,17 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from transferlab import CONFIG_DIR
-from transferlab.engine.assemble import Run, make_run, maybe_compile
+from transferlab.engine.assemble import Run, make_run
 from transferlab.engine.execute import fit_and_test
 from transferlab.engine.policy import is_multirun, run_guarded
-from transferlab.engine.recording import completed_record, failure_record, write_failure, write_record
+from transferlab.engine.recording import completed_record, failure_record, mlm_record, write_failure, write_record
 from transferlab.engine.pretrain import train_mlm
 from transferlab.engine.tasks import MLM, task_of
+from transferlab.engine.trainer import maybe_compile
 from transferlab.engine.resume import ResumePoint, refuse_finished, resume_point, resumed_config, stored_choices, stored_wandb_id
 from transferlab.errors import RunNotValid, cli, exit_with
 from transferlab.models.checkpoint import read_checkpoint
-from transferlab.record import FAILED, RunRecord
+from transferlab.record import COMPLETED, FAILED, RunRecord
 from transferlab.utils.provenance import code_state
 from transferlab.utils.ranks import first_process
 from transferlab.utils.resolvers import register as register_resolvers
@@ -61,7 +62,7 @@ def train(cfg: DictConfig, run: Run | None = None) -> dict:
     code_state(str(CONFIG_DIR.parent))  # the code as this process imported it (cached for the record)
     overrides = _overrides()
     if task_of(cfg) == MLM:  # continued pre-training: no classifier, no resume (engine/pretrain.py)
-        record = train_mlm(cfg, choices=_choices(), overrides=overrides)
+        record = mlm_record(cfg, train_mlm(cfg), choices=_choices(), overrides=overrides, total_s=time.perf_counter() - start)
         if first_process():
             write_record(cfg, record)
         return record.to_dict()
@@ -136,7 +137,7 @@ def _report(metrics: dict) -> None:
               flush=True)
         return
     acc = f"{test['acc']:.4f}" if "acc" in test else "n/a"
-    status = "" if metrics["status"] == "completed" else f"  |  status {metrics['status']}: {metrics['error']}"
+    status = "" if metrics["status"] == COMPLETED else f"  |  status {metrics['status']}: {metrics['error']}"
     print(
         f"\ntest accuracy {acc}  |  {c['model']} {c['strategy']} on {c['data']} ({c['train_size']} training {'texts' if c.get('modality') == 'text' else 'images'})"
         f"  |  trainable {params['trainable']:,} of {params['total']:,} params  |  {t['total_s']:.0f} s{status}"
@@ -175,7 +176,7 @@ def _task(cfg: DictConfig) -> float | None:
             return None
         exit_with(error)
     # The sweep objective (Optuna) is validation accuracy: the test split never steers anything.
-    return metrics["val"].get("acc") if metrics["status"] == "completed" else None
+    return metrics["val"].get("acc") if metrics["status"] == COMPLETED else None
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 A value out of range never reaches Lightning or torch: `data.batch_size=0` is a ZeroDivisionError
 deep in a loader, `strategy.lr=-1` is gradient ascent recorded as a finished run, `data.image_size=0`
-silently trains at the model's default size. `RULES` holds the keys of the run config; each
-strategy's own knobs carry their rule in their dataclass field (`rule(...)` metadata), checked by
-`check_dataclass`. tests/test_config_checks.py feeds every rule the values just outside it.
+silently trains at the model's default size. `RULES` holds the keys every run config has; the
+keys that come with one choice register their rules with it (`register_choice_rules`: a backbone
+kind's `model.*` keys, checked when `model.backbone` names that kind); each strategy's own knobs
+carry their rule in their dataclass field (`rule(...)` metadata), checked by `check_dataclass`.
+tests/test_config_checks.py feeds every rule the values just outside it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -202,9 +204,6 @@ RULES: dict[str, Rule] = {
     "model.head.type": Rule("str", choices=("linear", "mlp")),
     "model.head.hidden": Rule("int", low=1),
     "model.head.dropout": Rule("float", low=0.0, high=1.0, high_open=True),
-    "model.drop_path_rate": Rule("float", low=0.0, high=1.0, high_open=True),
-    "model.channels_last": Rule("bool"),
-    "model.pooling": Rule("str", choices=("mean", "cls")),
     "model.backbone_lr_scale": Rule("float", low=0.0, low_open=True),
 }
 
@@ -213,9 +212,39 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-def check_config(cfg: DictConfig, keys: Iterable[str] | None = None) -> None:
-    """Each key of RULES that the config has, against its rule; ConfigError on the first one out of range."""
-    for key in keys or RULES:
+# Rules of the keys one choice brings: selector key -> choice -> {key: rule}; and the choice a
+# config that sets no selector gets (one written before the selector existed).
+_CHOICE_RULES: dict[str, dict[str, dict[str, Rule]]] = {}
+_CHOICE_DEFAULTS: dict[str, str] = {}
+
+
+def register_choice_rules(selector: str, choice: str, rules: dict[str, Rule], default: bool = False) -> None:
+    """`rules` apply to a config whose `selector` is `choice` (with `default`, also to one without
+    `selector`); the module that owns the choice registers them."""
+    _CHOICE_RULES.setdefault(selector, {})[choice] = dict(rules)
+    if default:
+        _CHOICE_DEFAULTS[selector] = choice
+
+
+def choice_rules(cfg: DictConfig) -> dict[str, Rule]:
+    """The rules the config's choices bring (none for a choice nobody registered: that choice fails
+    later, where it is built, with its own message)."""
+    found: dict[str, Rule] = {}
+    for selector, by_choice in _CHOICE_RULES.items():
+        choice = OmegaConf.select(cfg, selector, default=_CHOICE_DEFAULTS.get(selector))
+        found.update(by_choice.get(str(choice), {}))
+    return found
+
+
+def check_rules(cfg: DictConfig, rules: dict[str, Rule]) -> None:
+    """Each key of `rules` that the config has, against its rule; ConfigError on the first one out of range."""
+    for key, r in rules.items():
         value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=True)
         if value is not _MISSING:
-            RULES[key].check(key, _plain(value))
+            r.check(key, _plain(value))
+
+
+def check_config(cfg: DictConfig) -> None:
+    """The keys of RULES and those the config's choices bring, against their rules."""
+    check_rules(cfg, RULES)
+    check_rules(cfg, choice_rules(cfg))

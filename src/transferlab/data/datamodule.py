@@ -60,6 +60,7 @@ class TransferDataModule(pl.LightningDataModule):
         strong_augment=None,
         target: dict | None = None,
         unlabeled_column: str = "text",
+        use_unlabeled: bool = True,
     ):
         super().__init__()
         check_choice(unlabeled, unlabeled_max)
@@ -87,9 +88,11 @@ class TransferDataModule(pl.LightningDataModule):
         # Another source as the target domain: its test split is the run's, its images the unlabelled pool.
         self.target = dict(target) if target else None
         self.unlabeled = "target" if self.target and unlabeled is None else unlabeled
+        if not use_unlabeled and self.unlabeled != "target":
+            self.unlabeled = None  # a strategy that learns from labels alone; a target domain still lends its test split
         self.unlabeled_max = unlabeled_max
         self.unlabeled_column = unlabeled_column  # the column of texts when data.unlabeled is a table
-        # Set by a strategy that trains on unlabelled batches (fixmatch, dann): each training step
+        # A strategy that trains on unlabelled batches (fixmatch, dann): each training step
         # then draws unlabeled_ratio x batch_size of them (data/unlabeled/batches.py), and, with
         # `strong_augment`, a strongly augmented second view of them.
         self.unlabeled_ratio = unlabeled_ratio

@@ -39,7 +39,7 @@ class InMemoryBatches(Dataset):
         return self.__getitems__([index])
 
 
-def _as_is(batch: Batch) -> Batch:
+def as_is(batch: Batch) -> Batch:
     # The batch is whole already (__getitems__); a module-level function, so workers can pickle it.
     return batch
 
@@ -181,7 +181,7 @@ def rank_batch_size(batch_size: int, world_size: int, train: bool) -> int:
     return max(1, math.ceil(batch_size / world_size))
 
 
-def _epoch_to_come(trainer: pl.Trainer | None) -> int:
+def epoch_to_come(trainer: pl.Trainer | None) -> int:
     """The epoch the next training batches belong to.
 
     Lightning creates the training iterator while it sets up the data, before its set_epoch(); a
@@ -210,8 +210,8 @@ def batch_loader(
         len(labels), rank_batch_size(batch_size, world, train=shuffle), shuffle=shuffle, seed=seed, rank=rank, world_size=world,
         lengths=lengths, bucket_size_multiplier=bucket_size_multiplier,
     )
-    batches.set_epoch(_epoch_to_come(trainer))
+    batches.set_epoch(epoch_to_come(trainer))
     return DataLoader(
-        InMemoryBatches(inputs, labels, field), batch_sampler=batches, collate_fn=_as_is,
+        InMemoryBatches(inputs, labels, field), batch_sampler=batches, collate_fn=as_is,
         num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory,
     )

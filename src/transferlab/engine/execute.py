@@ -14,9 +14,11 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig
 
-from transferlab.data.caches.feature_cache import FeatureDataModule
+from transferlab.data.caches.feature_cache import FeatureCache, FeatureDataModule, state_dict_digest
 from transferlab.finetune import classical
-from transferlab.engine.assemble import Run, finetune_callback, make_feature_datamodule, make_trainer, planned_epochs
+from transferlab.engine.assemble import Run
+from transferlab.engine.builders import planned_epochs
+from transferlab.engine.trainer import finetune_callback, make_trainer
 from transferlab.utils.run_stats import RunStats
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,37 @@ def _trained(run: Run, trainer: pl.Trainer, cfg: DictConfig, fitted: bool, first
     if first_phase is not None:
         trained["first_phase"] = first_phase.get("solver", "first phase")
     return trained, cb.max_trainable_params or run.module.trainable_params()
+
+
+# --- cached features (extract's fast path, the probe of lp_ft and extract's lbfgs, setfit's refit) ----
+def _extraction_device(cfg: DictConfig) -> torch.device:
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def make_feature_datamodule(cfg: DictConfig, run: Run) -> FeatureDataModule:
+    """The frozen backbone's eval features of every split, cached under paths.cache_dir."""
+    images = run.datamodule
+    if run.strategy.feature_cache and getattr(getattr(images.transform, "augment", None), "enabled", False):
+        log.info(
+            "strategy.feature_cache=true: train-time augmentation (data.augment) is off for this run; "
+            "each split's features are computed once, with the eval preprocessing and the backbone in eval mode"
+        )
+    key_args = {
+        "model": run.backbone.name,
+        "weights": run.backbone.weights,
+        "weights_digest": state_dict_digest(run.backbone.model),
+        "preprocess": run.backbone.input_spec(),
+    }
+    cache = FeatureCache(cfg.paths.cache_dir)
+    log.info("feature cache: %s", cache.root)
+    return FeatureDataModule(
+        images, cache, run.backbone, key_args,
+        eval_views=("image", "hflip") if run.module.tta_hflip else ("image",),
+        device=_extraction_device(cfg),
+    )
 
 
 def fit_and_test(cfg: DictConfig, run: Run, resume_from: Path | None = None) -> Outcome:

@@ -22,10 +22,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from transferlab.errors import TransferlabError, exit_with, user_error
+from transferlab.record import FAILED, INTERRUPTED
 
 log = logging.getLogger(__name__)
-
-INTERRUPTED = "interrupted"
 
 
 def is_multirun() -> bool:
@@ -85,7 +84,7 @@ def run_guarded(cfg: DictConfig, task: Callable[[DictConfig], Any], record_failu
             except Exception:  # the paths themselves are what is broken
                 where, cache = None, None
             error = user_error(e, where=where, cache_dir=cache)
-            record_failure(error, "failed")
+            record_failure(error, FAILED)
             if is_multirun():
                 # One bad job must not stop the sweep: the failure is in its metrics.json for the report
                 # and the sweep's summary. None, not nan: the Optuna sweeper hands nan to study.tell,

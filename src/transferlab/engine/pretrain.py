@@ -25,21 +25,20 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab import CONFIG_DIR
 from transferlab.config.checks import check_dataclass, rule
 from transferlab.data.caches.cache_files import CacheFileError, JsonKey, load_blob, read_or_build, safe_name, save_blob
 from transferlab.data.caches.feature_cache import state_dict_digest
 from transferlab.data.text.mlm_texts import masked_batches, masking_collator, mlm_texts, texts_digest, train_loader
-from transferlab.engine.assemble import debug_run, instantiate_trainer, make_backbone, make_datamodule, plain
+from transferlab.engine.builders import debug_run, make_backbone, make_datamodule, plain
 from transferlab.engine.mlm_module import MaskedLMModule, masked_loss
 from transferlab.engine.tasks import MLM, TAPT
+from transferlab.engine.trainer import instantiate_trainer
 from transferlab.errors import ConfigError
-from transferlab.models.backbone import count_params
+from transferlab.models.backbone import find_kind, kind_name
 from transferlab.models.checkpoint import CHECKPOINT_FORMAT, ENCODER_ONLY, init_backbone_from, read_init_checkpoint
+from transferlab.models.hf_backbone import tokenizer_digest
 from transferlab.models.masked_lm import check_mask_token, encoder_of, load_masked_lm
-from transferlab.record import COMPLETED, FAILED, Params, RunConfig, RunRecord, Timing
 from transferlab.utils.io import atomic_write
-from transferlab.utils.provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +82,8 @@ def mlm_config(cfg: DictConfig) -> MLMConfig:
 
 
 def check_text_model(cfg: DictConfig, task: str) -> None:
-    if str(cfg.model.get("backbone", "timm")) != "hf":
+    kind = find_kind(kind_name(cfg.model))
+    if kind is None or not kind.supports_mlm:
         raise ConfigError(f"task={task} pre-trains a text encoder by masked language modelling, and model.name={cfg.model.get('name')} "
                           "is an image backbone: use a text model (model=minilm, or model=hf model.name=<HF id or folder>) or task=classify")
 
@@ -192,8 +192,16 @@ def encoder_checkpoint(cfg: DictConfig, prep: Prepared, summary: dict) -> dict:
 
 
 # --- task=mlm: one run -----------------------------------------------------------------------------
-def train_mlm(cfg: DictConfig, *, choices: dict, overrides: list[str]) -> RunRecord:
-    start = time.perf_counter()
+@dataclass
+class MLMRun:
+    """What a task=mlm run did, for its record (engine/recording.py, mlm_record)."""
+
+    prep: Prepared
+    summary: dict  # fit()'s, less global_zero
+    checkpoint: Path  # the encoder, written by the first process
+
+
+def train_mlm(cfg: DictConfig) -> MLMRun:
     if cfg.get("ckpt_path") or cfg.get("auto_resume"):
         raise ConfigError("task=mlm does not resume (its runs are short and write only the final encoder): "
                           "drop ckpt_path / auto_resume and start it again")
@@ -204,29 +212,8 @@ def train_mlm(cfg: DictConfig, *, choices: dict, overrides: list[str]) -> RunRec
         ckpt = encoder_checkpoint(cfg, prep, summary)
         atomic_write(path, lambda f: torch.save(ckpt, f))
         log.info("MLM encoder: %s (fine-tune it with model.init_from=%s)", path, path)
-    if debug_run(cfg):
-        status, error = "debug", "a debug run (fast_dev_run or overfit_batches): it checks the setup, it is not a result"
-    elif summary["steps"] == 0:
-        status, error = FAILED, "the MLM took no optimizer step"
-    else:
-        status, error = COMPLETED, None
     summary.pop("global_zero")
-    d = cfg.data
-    return RunRecord(
-        status=status, error=error, test={},
-        val={k: v for k, v in (("mlm_loss", summary["val_loss_after"]), ("mlm_loss_before", summary["val_loss_before"])) if v is not None},
-        params=Params(total=count_params(prep.model), trainable=count_params(prep.model, trainable_only=True)),
-        time=Timing(fit_s=summary["fit_s"], test_s=0.0, total_s=round(time.perf_counter() - start, 2),
-                    train_images_per_s=summary["texts_per_s"]),
-        config=RunConfig(model=choices.get("model", str(cfg.model.name)), model_name=str(cfg.model.name), modality="text",
-                         weights=prep.weights, strategy=MLM, task=MLM, data=choices.get("data", d.get("source")),
-                         samples_per_class=d.get("samples_per_class"), train_fraction=d.get("train_fraction"),
-                         train_size=len(prep.train_texts), seed=cfg.get("seed"), lr=prep.config.lr, strategy_args=summary["knobs"]),
-        data_sizes=prep.data_sizes, truncated=prep.truncated,
-        trained={"optimizer_steps": summary["steps"], "units": {"mlm": summary["steps"]}, "untrained": []},
-        weights_loaded=prep.weights, best_checkpoint=str(path), run_dir=str(Path(cfg.paths.output_dir).resolve()),
-        overrides=overrides, mlm=summary, provenance=provenance(CONFIG_DIR.parent),
-    )
+    return MLMRun(prep, summary, path)
 
 
 # --- task=tapt: the phase before a classification run, cached ------------------------------------------
@@ -247,12 +234,10 @@ class MLMKey(JsonKey):
 def _key(cfg: DictConfig, prep: Prepared) -> MLMKey:
     import transformers
 
-    from transferlab.models.hf_backbone import _tokenizer_digest
-
     trainer = {k: plain(cfg.trainer).get(k) for k in _TRAINER_KEYS}
     return MLMKey(
         model=str(cfg.model.name), weights=prep.weights, weights_digest=state_dict_digest(prep.model),
-        tokenizer=_tokenizer_digest(prep.tokenizer), max_length=prep.max_length, texts=texts_digest(prep.train_texts),
+        tokenizer=tokenizer_digest(prep.tokenizer), max_length=prep.max_length, texts=texts_digest(prep.train_texts),
         n_texts=len(prep.train_texts), knobs=json.dumps({**asdict(prep.config), "seed": prep.seed}, sort_keys=True),
         trainer=json.dumps(trainer, sort_keys=True, default=str), transformers=transformers.__version__,
     )

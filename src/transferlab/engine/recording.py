@@ -1,9 +1,10 @@
-"""The run record of one run (record.py's schema), built from its config and what happened.
+"""The run record of one run (record.py's schema), built from its config and what happened: the
+one place records are built, for a classification run, a task=mlm run and a run that failed.
 
 A record is `completed` only if the run trained what its strategy says: every unit the plan meant
-to train took an optimizer step, and the checkpoint it tested is one it wrote. Debug runs
-(fast_dev_run, overfit_batches) are recorded as `debug`: they check that a setup runs, they are
-not results.
+to train took an optimizer step (a task=mlm run: any step), and the checkpoint it tested is one it
+wrote. Debug runs (fast_dev_run, overfit_batches) are recorded as `debug`: they check that a setup
+runs, they are not results.
 
 Where the Outcome carries a test confusion matrix, the record holds it with the class names, and
 its picture is drawn beside metrics.json; a picture that cannot be drawn costs a warning, never the
@@ -20,18 +21,20 @@ from typing import Any
 from omegaconf import DictConfig
 
 from transferlab import CONFIG_DIR
-from transferlab.engine.assemble import Run, debug_run
+from transferlab.engine.assemble import Run
+from transferlab.engine.builders import debug_run
 from transferlab.engine.execute import Outcome
-from transferlab.engine.tasks import task_of
+from transferlab.engine.pretrain import MLMRun
+from transferlab.engine.tasks import MLM, task_of
 from transferlab.errors import output_error
-from transferlab.models.backbone import count_params
-from transferlab.record import COMPLETED, FAILED, Params, RunConfig, RunRecord, Timing
+from transferlab.models.backbone import count_params, find_kind, kind_name
+from transferlab.record import COMPLETED, DEBUG, FAILED, Params, RunConfig, RunRecord, Timing
 from transferlab.utils.confusion import PICTURE_FILE, draw_confusion
 from transferlab.utils.provenance import provenance
 
 log = logging.getLogger(__name__)
 
-DEBUG = "debug"
+DEBUG_ERROR = "a debug run (fast_dev_run or overfit_batches): it checks the setup, it is not a result"
 
 
 def _get(node: Any, key: str) -> Any:
@@ -78,9 +81,9 @@ def _task(cfg: DictConfig) -> str | None:
         return None
 
 
-def _status(cfg: DictConfig, outcome: Outcome) -> tuple[str, str | None]:
+def run_status(cfg: DictConfig, outcome: Outcome) -> tuple[str, str | None]:
     if debug_run(cfg):
-        return DEBUG, "a debug run (fast_dev_run or overfit_batches): it checks the setup, it is not a result"
+        return DEBUG, DEBUG_ERROR
     untrained = outcome.trained.get("untrained") or []
     if untrained:
         return FAILED, (
@@ -97,7 +100,7 @@ def _status(cfg: DictConfig, outcome: Outcome) -> tuple[str, str | None]:
 
 def completed_record(cfg: DictConfig, run: Run, outcome: Outcome, *, choices: dict, overrides: list[str],
                      total_s: float, resumed_from: Path | None) -> RunRecord:
-    status, error = _status(cfg, outcome)
+    status, error = run_status(cfg, outcome)
     stats = outcome.stats
     record = RunRecord(
         status=status,
@@ -139,6 +142,35 @@ def completed_record(cfg: DictConfig, run: Run, outcome: Outcome, *, choices: di
             "test_on": "cached_features" if run.strategy.feature_cache or run.strategy.has_last_phase else "images",
         }
     return record
+
+
+def mlm_status(cfg: DictConfig, steps: int) -> tuple[str, str | None]:
+    if debug_run(cfg):
+        return DEBUG, DEBUG_ERROR
+    if steps == 0:
+        return FAILED, "the MLM took no optimizer step"
+    return COMPLETED, None
+
+
+def mlm_record(cfg: DictConfig, mlm: MLMRun, *, choices: dict, overrides: list[str], total_s: float) -> RunRecord:
+    """A task=mlm run's record: the validation MLM loss, the encoder it wrote, the phase's summary."""
+    prep, summary, d = mlm.prep, mlm.summary, cfg.data
+    status, error = mlm_status(cfg, summary["steps"])
+    return RunRecord(
+        status=status, error=error, test={},
+        val={k: v for k, v in (("mlm_loss", summary["val_loss_after"]), ("mlm_loss_before", summary["val_loss_before"])) if v is not None},
+        params=Params(total=count_params(prep.model), trainable=count_params(prep.model, trainable_only=True)),
+        time=Timing(fit_s=summary["fit_s"], test_s=0.0, total_s=round(total_s, 2), train_images_per_s=summary["texts_per_s"]),
+        config=RunConfig(model=choices.get("model", str(cfg.model.name)), model_name=str(cfg.model.name),
+                         modality=find_kind(kind_name(cfg.model)).modality, weights=prep.weights, strategy=MLM, task=MLM,
+                         data=choices.get("data", d.get("source")), samples_per_class=d.get("samples_per_class"),
+                         train_fraction=d.get("train_fraction"), train_size=len(prep.train_texts), seed=cfg.get("seed"),
+                         lr=prep.config.lr, strategy_args=summary["knobs"]),
+        data_sizes=prep.data_sizes, truncated=prep.truncated,
+        trained={"optimizer_steps": summary["steps"], "units": {"mlm": summary["steps"]}, "untrained": []},
+        weights_loaded=prep.weights, best_checkpoint=str(mlm.checkpoint), run_dir=str(Path(cfg.paths.output_dir).resolve()),
+        overrides=overrides, mlm=summary, provenance=provenance(CONFIG_DIR.parent),
+    )
 
 
 def confusion_entry(run: Run, outcome: Outcome) -> dict | None:

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from transferlab.config.overrides import parse, read_overrides
 from transferlab.errors import CheckpointError
 from transferlab.record import read_record
+from transferlab.run_dirs import task_run_dirs
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +53,6 @@ def job_identity(overrides: list[str]) -> tuple[str, ...]:
     return tuple(sorted(o for o in overrides if _identity(o)))
 
 
-def run_dirs(log_dir: Path, task_name: str | None = None) -> list[Path]:
-    """Run and sweep-job directories of a task (of every task when None), newest first (names start
-    with their time)."""
-    roots = [log_dir / task_name] if task_name is not None else sorted(p for p in log_dir.glob("*") if p.is_dir())
-    dirs = [p for root in roots for p in root.glob("runs/*") if p.is_dir()]
-    dirs += [p for root in roots for p in root.glob("multiruns/*/*") if p.is_dir() and not p.name.startswith(".")]
-    return sorted(dirs, key=lambda p: (p.parent.name if p.parent.parent.name == "multiruns" else p.name, p.name), reverse=True)
-
-
 def checkpoint_in(path: str | Path) -> tuple[Path, Path | None]:
     """(checkpoint file, run dir) for a checkpoint path or a run directory."""
     path = Path(path).expanduser()
@@ -81,7 +73,7 @@ def checkpoint_in(path: str | Path) -> tuple[Path, Path | None]:
 def latest_checkpoint(cfg: DictConfig) -> tuple[Path, Path]:
     """ckpt_path=last: the newest run of this task that left a last.ckpt."""
     here = Path(cfg.paths.output_dir).resolve()
-    for run_dir in run_dirs(Path(cfg.paths.log_dir), str(cfg.task_name)):
+    for run_dir in task_run_dirs(cfg.paths.log_dir, str(cfg.task_name)):
         if run_dir.resolve() != here and (run_dir / LAST).is_file():
             return run_dir / LAST, run_dir
     raise CheckpointError(
@@ -94,7 +86,7 @@ def find_previous_job(cfg: DictConfig, overrides: list[str]) -> ResumePoint:
     """auto_resume: the newest earlier job of this task with the same overrides that got somewhere."""
     me = job_identity(overrides)
     here = Path(cfg.paths.output_dir).resolve()
-    for run_dir in run_dirs(Path(cfg.paths.log_dir), str(cfg.task_name)):
+    for run_dir in task_run_dirs(cfg.paths.log_dir, str(cfg.task_name)):
         if run_dir.resolve() == here:
             continue
         theirs = read_overrides(run_dir)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shlex
 
+from transferlab.models.backbone import kind_name
+
 
 def _pct(value) -> str:
     return f"{100 * float(value):.2f} %" if isinstance(value, (int, float)) else "n/a"
@@ -26,7 +28,7 @@ def model_card(trained, payload: dict, output) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| architecture | `{cfg.model.name}` (timm) |",
+        f"| architecture | `{cfg.model.name}` ({kind_name(cfg.model)}) |",
         f"| pre-trained weights | {source.get('weights') or trained.module.encoder.weights} |",
         f"| data | `{cfg.data.source}`: train {sizes.get('train', '?')}, val {sizes.get('val', '?')}, "
         f"test {sizes.get('test', '?')} images |",

@@ -1,5 +1,7 @@
 """The export formats by name. A format is a function (trained, network, out_dir, samples) ->
-FormatOutput: the files it wrote and how it checked them against the network."""
+FormatOutput: the files it wrote and how it checked them against the network. The package imports
+each `<name>_format.py` (export/__init__.py), and each registers itself here. Which formats fit a
+run is the backbone kind's to say (`BackboneKind.export_formats`)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,12 @@ from typing import Callable
 
 from transferlab.errors import ConfigError
 
-_FORMATS: dict[str, Callable] = {}
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str
+    write: Callable  # (trained, network, out_dir, samples) -> FormatOutput
+    writes: str  # what it writes, for the messages that refuse it
 
 
 @dataclass
@@ -19,25 +26,23 @@ class FormatOutput:
     notes: list[str] = field(default_factory=list)
 
 
-def register_format(name: str) -> Callable:
+_FORMATS: dict[str, ExportFormat] = {}
+
+
+def register_format(name: str, writes: str) -> Callable:
     def add(fn: Callable) -> Callable:
-        _FORMATS[name] = fn
+        _FORMATS[name] = ExportFormat(name, fn, writes)
         return fn
 
     return add
 
 
 def format_names() -> list[str]:
-    _load_all()
     return sorted(_FORMATS)
 
 
-def get_format(name: str) -> Callable:
-    _load_all()
+def get_format(name: str) -> ExportFormat:
     if name not in _FORMATS:
         raise ConfigError(f"--format {name} is not an export format: use one of {', '.join(sorted(_FORMATS))}")
     return _FORMATS[name]
 
-
-def _load_all() -> None:
-    from transferlab.export import hf_format, onnx_format, timm_format, torchscript_format  # noqa: F401  (they register)

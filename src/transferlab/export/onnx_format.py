@@ -18,7 +18,7 @@ FILE = "model.onnx"
 TRACED_BATCH = 2
 
 
-def _export(network: torch.nn.Module, example: torch.Tensor, path: Path) -> str:
+def trace_onnx(network: torch.nn.Module, example: torch.Tensor, path: Path) -> str:
     from torch.export import Dim
 
     try:
@@ -38,11 +38,11 @@ def _export(network: torch.nn.Module, example: torch.Tensor, path: Path) -> str:
         return "legacy"
 
 
-@register_format("onnx")
+@register_format("onnx", writes="an ONNX graph")
 def export_onnx(trained, network, out_dir: Path, samples) -> FormatOutput:
     path = out_dir / FILE
     try:
-        exporter = _export(network, samples.images[:TRACED_BATCH].clone(), path)
+        exporter = trace_onnx(network, samples.images[:TRACED_BATCH].clone(), path)
     except Exception as e:
         raise ExportError(f"torch.onnx.export failed for {trained.config.model.name} ({type(e).__name__}: "
                           f"{str(e).splitlines()[0][:200] if str(e) else ''}): try --format torchscript") from e

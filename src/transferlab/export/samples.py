@@ -35,7 +35,7 @@ def _from_files(trained, inputs: str) -> Samples:
 
 
 def _from_test_split(trained) -> Samples:
-    from transferlab.engine.assemble import make_datamodule
+    from transferlab.engine.builders import make_datamodule
 
     datamodule = make_datamodule(trained.config, trained.module.encoder)
     datamodule.setup()

@@ -58,7 +58,7 @@ def timm_classifier(trained, network) -> nn.Module:
     return model.eval()
 
 
-@register_format("timm")
+@register_format("timm", writes="a folder timm loads")
 def export_timm(trained, network, out_dir: Path, samples) -> FormatOutput:
     from timm.models import save_for_hf
 

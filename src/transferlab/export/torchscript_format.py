@@ -16,7 +16,7 @@ FILE = "model.pt"
 TRACED_BATCH = 2
 
 
-@register_format("torchscript")
+@register_format("torchscript", writes="a TorchScript module")
 def export_torchscript(trained, network, out_dir: Path, samples) -> FormatOutput:
     path = out_dir / FILE
     with warnings.catch_warnings():

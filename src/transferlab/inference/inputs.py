@@ -1,17 +1,24 @@
 """What predict.py is given: one image file, a folder of images, or a `<class>/<image>` tree.
 
-In a tree the folder names are the true labels, so predictions come with accuracy. Every regular,
-visible file becomes a row: a file that is not an image, or that does not decode, is a row marked
-with why, never a reason to stop.
+In a tree the folder names are the true labels, so predictions come with accuracy. Folders are
+walked as the data sources walk them (data/walk.py: links only inside the folder, each file once,
+no hidden entries or __MACOSX), and what the walk skips is a warning. Every regular, visible file
+becomes a row: a file that is not an image, or that does not decode, is a row marked with why,
+never a reason to stop.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from transferlab.data.images.decode import has_image_extension
+from transferlab.data.walk import SKIP_TEXT, Folder, Walked, walk_files
 from transferlab.errors import DataError
+
+log = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
 
@@ -24,12 +31,18 @@ class InputFile:
     problem: str | None = None  # why it is not read as an image (decode errors come later)
 
 
-def _visible(name: str) -> bool:
-    return not name.startswith(".")
+def _warn_skipped(walked: Walked, folder: Path) -> None:
+    for kind, paths in walked.skipped.items():
+        if paths:
+            one, many, fix = SKIP_TEXT[kind]
+            log.warning("inputs %s: skipped %d %s (%s); %s", folder, len(paths), one if len(paths) == 1 else many,
+                        ", ".join(str(p.relative_to(folder)) for p in paths[:5]), fix)
 
 
-def _files_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and all(_visible(q) for q in p.relative_to(folder).parts))
+def _label(file: Path, root: Path) -> str | None:
+    """The top folder below `root` that holds the file (its class in a tree); None for a file in `root` itself."""
+    parts = file.relative_to(root).parts
+    return parts[0] if len(parts) > 1 else None
 
 
 def _entry(path: Path, root: Path, label: str | None) -> InputFile:
@@ -49,12 +62,10 @@ def collect_inputs(inputs: str | Path, modality: str = "image") -> list[InputFil
         return [_entry(path, path, None)]
     if not path.is_dir():
         raise DataError(f"inputs={inputs}: no such file or folder: pass an image file, a folder of images or a <class>/<image> tree")
-    entries = []
-    for child in sorted(p for p in path.iterdir() if _visible(p.name)):
-        if child.is_dir():
-            entries += [_entry(f, path, child.name) for f in _files_under(child)]
-        elif child.is_file():
-            entries.append(_entry(child, path, None))
+    real = os.path.realpath(path)
+    walked = walk_files(Folder(path, real), real)
+    _warn_skipped(walked, path)
+    entries = [_entry(f, path, _label(f, path)) for f in sorted(walked.files)]  # by name, each folder's files together
     if not entries:
         raise DataError(f"inputs={inputs} holds no files: put the images to predict in it")
     return entries

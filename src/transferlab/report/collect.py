@@ -19,6 +19,7 @@ from transferlab.config.overrides import parse_all, read_overrides
 from transferlab.errors import TransferlabError
 from transferlab.record import FAILED, METRICS_FILE, RecordError, RunRecord
 from transferlab.report.experiments import identify, run_time
+from transferlab.run_dirs import HYDRA_DIR, find_run_dirs
 
 UNFINISHED = "unfinished"
 UNFINISHED_ERROR = f"no {METRICS_FILE}: failed before writing it, killed, or still running"
@@ -88,23 +89,16 @@ def env_label(provenance: dict | None) -> str:
 
 
 def _walk(root: Path) -> tuple[list[Path], list[Path]]:
-    """metrics.json files and Hydra job dirs under root (hidden dirs such as .hydra,
-    .submitit, .device_pool are not descended into)."""
-    metrics, job_dirs = [], []
-    for dirpath, dirnames, filenames in os.walk(root):
-        if ".hydra" in dirnames:
-            job_dirs.append(Path(dirpath))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        if METRICS_FILE in filenames:
-            metrics.append(Path(dirpath) / METRICS_FILE)
-    return metrics, job_dirs
+    """metrics.json files and Hydra job dirs under root, also inside job dirs."""
+    found = list(find_run_dirs(root, inside=True))
+    return [d.path / METRICS_FILE for d in found if d.metrics], [d.path for d in found if d.hydra]
 
 
 def _job_dir_of(metrics_path: Path, root: Path) -> Path:
     # metrics.json may sit below the Hydra job dir (e.g. beside checkpoints): the job is the
     # nearest ancestor with a .hydra folder.
     for d in [metrics_path.parent, *metrics_path.parent.parents]:
-        if (d / ".hydra").is_dir():
+        if (d / HYDRA_DIR).is_dir():
             return d
         if d == root:
             break

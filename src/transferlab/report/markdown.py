@@ -109,7 +109,7 @@ def _all_groups(groups: pd.DataFrame, unit: str, noun: str) -> list[str]:
     return _table(header, rows)
 
 
-def _picture(path: Any, out_dir: str | Path | None) -> str:
+def picture_cell(path: Any, out_dir: str | Path | None) -> str:
     """A link to a run's picture (`path` relative to the report), or where no reader of the report
     could follow it (a committed report, the run under the ignored logs/), the run's name."""
     if is_missing(path) or not path:
@@ -150,7 +150,7 @@ def pooled_recall(confusions: Iterable[dict]) -> tuple[list[str], list[float | N
     return classes, per_class_recall(sum(same)), len(same)
 
 
-def _recall_line(label: str, pooled: tuple[list[str], list[float | None], int]) -> str:
+def recall_line(label: str, pooled: tuple[list[str], list[float | None], int]) -> str:
     classes, recall, n = pooled
     known = sorted(((r, c) for c, r in zip(classes, recall) if r is not None), key=lambda rc: rc[0])
     shown = known if len(known) <= RECALL_CLASSES_SHOWN else known[: RECALL_CLASSES_SHOWN // 2]
@@ -165,7 +165,7 @@ def _run_rows(runs: pd.DataFrame, g: pd.DataFrame, scale: float, out_dir: str | 
     for r in g.itertuples():
         of_group = runs[(runs["size"] == r.size) & (runs["strategy"] == r.strategy)]
         for job in sorted(of_group.to_dict("records"), key=lambda j: (len(j["seed"]), j["seed"])):
-            rows.append([r.size, r.strategy, job["seed"], _pm(job["_test_acc"] * scale, None), _picture(job.get(CONFUSION_PNG), out_dir)])
+            rows.append([r.size, r.strategy, job["seed"], _pm(job["_test_acc"] * scale, None), picture_cell(job.get(CONFUSION_PNG), out_dir)])
     return rows
 
 
@@ -178,7 +178,7 @@ def _best_recalls(runs: pd.DataFrame, g: pd.DataFrame, noun: str) -> list[str]:
         best = gs.loc[gs["test_mean"].idxmax(), "strategy"]
         pooled = pooled_recall(runs[(runs["size"] == size) & (runs["strategy"] == best)][CONFUSION])
         if pooled is not None:
-            lines.append(_recall_line(f"{size_phrase(size, noun)}, {best}", pooled))
+            lines.append(recall_line(f"{size_phrase(size, noun)}, {best}", pooled))
     return lines
 
 

@@ -20,11 +20,12 @@ from hydra.experimental.callback import Callback
 
 from transferlab.errors import OutputError, exit_with
 from transferlab.record import METRICS_FILE
-from transferlab.sweep.jobs import HYDRA_DIR, any_job_dir, job_dirs
+from transferlab.run_dirs import CHECKPOINTS_DIR, HYDRA_DIR
+from transferlab.sweep.jobs import any_job_dir, job_dirs
 from transferlab.utils.ranks import first_process
 
 # What a run leaves in its dir: train.py's record, Hydra's resolved config, Lightning's checkpoints.
-RUN_FILES = (METRICS_FILE, f"{HYDRA_DIR}/config.yaml", "checkpoints")
+RUN_FILES = (METRICS_FILE, f"{HYDRA_DIR}/config.yaml", CHECKPOINTS_DIR)
 
 
 def run_files_in(run_dir: str | Path) -> list[str]:

@@ -1,25 +1,10 @@
-"""The job directories of a multirun: the folders under its sweep dir that a job ran in."""
+"""The job directories of a multirun: the run dirs under its sweep dir (run_dirs.py), in job order."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Iterator
 
-from transferlab.record import METRICS_FILE
-
-HYDRA_DIR = ".hydra"
-
-
-def _walk(sweep_dir: Path) -> Iterator[Path]:
-    # A job dir holds Hydra's .hydra/ or, with hydra.output_subdir=null, only train.py's record.
-    # Hidden folders (.device_pool, .submitit) and a job's own subfolders hold no jobs.
-    for dirpath, dirnames, filenames in os.walk(sweep_dir):
-        if HYDRA_DIR in dirnames or METRICS_FILE in filenames:
-            yield Path(dirpath)
-            dirnames[:] = []
-        else:
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+from transferlab.run_dirs import find_run_dirs
 
 
 def _job_order(job_dir: Path, sweep_dir: Path) -> tuple:
@@ -30,12 +15,12 @@ def _job_order(job_dir: Path, sweep_dir: Path) -> tuple:
 def job_dirs(sweep_dir: str | Path) -> list[Path]:
     """Every job dir under `sweep_dir`, in job order (numbered dirs by number, then by name)."""
     sweep_dir = Path(sweep_dir)
-    return sorted(_walk(sweep_dir), key=lambda d: _job_order(d, sweep_dir))
+    return sorted((d.path for d in find_run_dirs(sweep_dir)), key=lambda d: _job_order(d, sweep_dir))
 
 
 def any_job_dir(sweep_dir: str | Path) -> Path | None:
     """One job dir under `sweep_dir`, or None; stops at the first it finds."""
-    return next(_walk(Path(sweep_dir)), None)
+    return next((d.path for d in find_run_dirs(sweep_dir)), None)
 
 
 def job_name(job_dir: Path, sweep_dir: str | Path) -> str:

@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 
 from transferlab.config.overrides import read_overrides, same_value, values_of
 from transferlab.record import RunRecord, read_record
+from transferlab.run_dirs import HYDRA_DIR
 from transferlab.sweep.jobs import job_dirs, job_name
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def save_best_trial(sweep_dir: str | Path) -> dict[str, Any] | None:
     if best is None:
         return None
     if best.get("job") is not None:
-        config = Path(best["job_dir"]) / ".hydra" / "config.yaml"
+        config = Path(best["job_dir"]) / HYDRA_DIR / "config.yaml"
         if config.is_file():
             shutil.copyfile(config, sweep_dir / BEST_CONFIG_FILE)
             best["config"] = str((sweep_dir / BEST_CONFIG_FILE).resolve())

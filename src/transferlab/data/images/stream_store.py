@@ -35,7 +35,6 @@ from transferlab.data.images.storage import Storage, human_bytes
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-_FAILED_ROW = "failed"
 
 
 def _is_remote(path: str) -> bool:

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from transferlab.data.batch import SemiBatch
-from transferlab.data.loaders import EpochBatches, InMemoryBatches, _as_is, _epoch_to_come, rank_batch_size
+from transferlab.data.loaders import EpochBatches, InMemoryBatches, as_is, epoch_to_come, rank_batch_size
 from transferlab.errors import ConfigError
 
 # Apart from the labelled order's seed stream, which must not move when an unlabelled pool is added.
@@ -96,7 +96,7 @@ def paired_loader(labeled, unlabeled, *, trainer, batch_size: int, ratio: int, s
         raise ConfigError(f"strategy.unlabeled_ratio={ratio} x data.batch_size={batch_size} asks for {per_step} unlabelled "
                           f"images a step, and the pool holds {len(unlabeled)}: lower one of them, or raise data.unlabeled_max")
     batches = EpochBatches(len(labeled), per_rank, shuffle=True, seed=seed, rank=rank, world_size=world)
-    batches.set_epoch(_epoch_to_come(trainer))
+    batches.set_epoch(epoch_to_come(trainer))
     sampler = PairedBatches(batches, UnlabeledStream(len(unlabeled), per_step, seed, rank, world))
-    return DataLoader(PairedDataset(labeled, unlabeled), batch_sampler=sampler, collate_fn=_as_is,
+    return DataLoader(PairedDataset(labeled, unlabeled), batch_sampler=sampler, collate_fn=as_is,
                       num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory)

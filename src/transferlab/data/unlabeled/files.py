@@ -32,18 +32,6 @@ COLUMN_KEY = "data.unlabeled_column"
 _TABLES = (".csv", ".tsv", ".jsonl", ".parquet")
 
 
-def is_path(value: str | None, choices: tuple[str, ...]) -> bool:
-    return value is not None and value not in choices
-
-
-def check_path(value: str, choices: tuple[str, ...]) -> Path:
-    path = Path(value).expanduser()
-    if not path.exists():
-        raise DataError(f"{KEY}={value!r} is neither {', '.join(choices)} nor an existing file or folder: pass one of those, "
-                        "a folder of images, or a text file / table of texts")
-    return path
-
-
 def _walked(path: Path) -> list[Path]:
     real = os.path.realpath(path)
     return sorted(walk_files(Folder(path, real), real).files)

@@ -71,6 +71,23 @@ class TopGroups:
     unfreeze_top: int | None = field(default=None, metadata=rule("int", low=0, nullable=True))
 
 
+def top_k(unfreeze_top: int | None, num_groups: int) -> int:
+    """How many groups `unfreeze_top` means on a backbone of `num_groups` (None: all)."""
+    if unfreeze_top is None:
+        return num_groups
+    if not 0 <= unfreeze_top <= num_groups:
+        raise ConfigError(
+            f"strategy.unfreeze_top={unfreeze_top} but this backbone has {num_groups} block groups: use 0..{num_groups} (or null for all)"
+        )
+    return unfreeze_top
+
+
+def top_groups_from(unfreeze_top: int | None, num_groups: int, epoch: int) -> list[int | None]:
+    """The schedule that trains the top `unfreeze_top` groups from `epoch` on, and no other."""
+    top = top_k(unfreeze_top, num_groups)
+    return [epoch if i >= num_groups - top else None for i in range(num_groups)]
+
+
 @dataclass
 class ProbeSettings:
     """The L-BFGS linear probe on cached features (finetune/linear_probe.py)."""
@@ -238,6 +255,18 @@ class Strategy:
 
     def knobs(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self.config).items() if k != "name"}
+
+
+class TopGroupsStrategy(Strategy):
+    """A strategy whose config has `TopGroups`: the top `unfreeze_top` block groups train, all of them
+    from `unfreeze_epoch` on (partial, lora, fixmatch, dann from 0; two_phase after its head phase)."""
+
+    @property
+    def unfreeze_epoch(self) -> int:
+        return 0
+
+    def unfreeze_epochs(self, num_groups: int) -> list[int | None]:
+        return top_groups_from(self.config.unfreeze_top, num_groups, self.unfreeze_epoch)
 
 
 class ClassicalStrategy(Strategy):

@@ -21,8 +21,7 @@ from torch import nn
 
 from transferlab.config.checks import rule
 from transferlab.finetune.gradient_reversal import reverse_gradient
-from transferlab.finetune.strategies.base import LayerDecay, Strategy, StrategyConfig, TopGroups, register
-from transferlab.finetune.strategies.partial import top_groups_from
+from transferlab.finetune.strategies.base import LayerDecay, StrategyConfig, TopGroups, TopGroupsStrategy, register
 
 
 def reversal_ramp(progress: float, gamma: float) -> float:
@@ -53,16 +52,13 @@ class DannConfig(TopGroups, LayerDecay, StrategyConfig):
 
 
 @register("dann")
-class Dann(Strategy):
+class Dann(TopGroupsStrategy):
     Config = DannConfig
     needs_unlabeled = True
 
     def __init__(self, config):
         super().__init__(config)
         self.discriminator: nn.Module | None = None
-
-    def unfreeze_epochs(self, num_groups: int) -> list[int | None]:
-        return top_groups_from(self.config.unfreeze_top, num_groups, 0)
 
     def schedule_fix(self, max_epochs: int) -> str:
         return "with strategy.unfreeze_top=0 nothing below the features learns from the domain loss: use unfreeze_top >= 1 (null: every group)"

@@ -21,8 +21,7 @@ from transferlab.config.checks import rule
 from transferlab.data.images.strong_augment import StrongAugment
 from transferlab.errors import ConfigError
 from transferlab.finetune.linear_probe import probe_head
-from transferlab.finetune.strategies.base import LayerDecay, ProbeSettings, Strategy, StrategyConfig, TopGroups, register
-from transferlab.finetune.strategies.partial import top_groups_from
+from transferlab.finetune.strategies.base import LayerDecay, ProbeSettings, StrategyConfig, TopGroups, TopGroupsStrategy, register
 
 
 def fixmatch_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,7 +50,7 @@ class FixMatchConfig(ProbeSettings, TopGroups, LayerDecay, StrategyConfig):
 
 
 @register("fixmatch")
-class FixMatch(Strategy):
+class FixMatch(TopGroupsStrategy):
     Config = FixMatchConfig
     needs_unlabeled = True
     modalities = ("image",)
@@ -60,9 +59,6 @@ class FixMatch(Strategy):
         if self.config.probe_init and head_type != "linear":
             raise ConfigError(f"strategy=fixmatch strategy.probe_init=true starts from a linear probe, but model.head.type={head_type}: "
                               "use model.head.type=linear, or strategy.probe_init=false")
-
-    def unfreeze_epochs(self, num_groups: int) -> list[int | None]:
-        return top_groups_from(self.config.unfreeze_top, num_groups, 0)
 
     def schedule_fix(self, max_epochs: int) -> str:
         return "strategy.unfreeze_top=0 trains the head alone; use unfreeze_top >= 1 (null: every group)"

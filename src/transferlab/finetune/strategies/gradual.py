@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 
 from transferlab.config.checks import rule
 from transferlab.errors import ConfigError
-from transferlab.finetune.strategies.base import LayerDecay, Strategy, StrategyConfig, TopGroups, register
-from transferlab.finetune.strategies.partial import top_k
+from transferlab.finetune.strategies.base import LayerDecay, Strategy, StrategyConfig, TopGroups, register, top_k
 
 
 @dataclass

@@ -2,9 +2,9 @@
 kxk convolution layers; only the adapters (in the block groups the plan trains) and the head
 train, the pre-trained weights stay as they are.
 
-`target_modules: auto` picks the layers per architecture family (ViT's attention and MLP
-projections, ConvNeXt's MLPs, EfficientNet's pointwise convolutions, ResNet's block convolutions;
-elsewhere every linear and non-depthwise convolution). peft refuses depthwise convolutions unless r
+`target_modules: auto` picks the layers per architecture family, from the backbone kind that builds
+it (`BackboneKind.lora_targets`: ViT's attention and MLP projections, a BERT's attention and
+feed-forward layers, ...; elsewhere every linear and non-depthwise convolution). peft refuses depthwise convolutions unless r
 is a multiple of their groups, so `auto` leaves them out. The adapters are part of the model's state
 dict, so checkpoints hold them and resume exactly; `merge_adapters` folds them into the weights
 for export.
@@ -19,25 +19,10 @@ from torch import nn
 
 from transferlab.config.checks import rule
 from transferlab.errors import ConfigError
-from transferlab.finetune.strategies.base import LayerDecay, Strategy, StrategyConfig, TopGroups, register
-from transferlab.finetune.strategies.partial import top_groups_from
+from transferlab.finetune.strategies.base import LayerDecay, StrategyConfig, TopGroups, TopGroupsStrategy, register
+from transferlab.models.backbone import lora_targets
 
 log = logging.getLogger(__name__)
-
-# Module names (peft matches a name or its last parts) or one full-match regex, per timm model class.
-FAMILY_TARGETS: dict[str, list[str] | str] = {
-    "VisionTransformer": ["qkv", "proj", "fc1", "fc2"],
-    "ConvNeXt": ["fc1", "fc2"],
-    "EfficientNet": ["conv_pw", "conv_pwl"],
-    "ResNet": r".*layer\d+\.\d+\.conv\d+",
-    # Hugging Face encoders: attention projections and the feed-forward layers.
-    "BertModel": ["query", "key", "value", "dense"],
-    "RobertaModel": ["query", "key", "value", "dense"],
-    "DistilBertModel": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
-    "MPNetModel": ["q", "k", "v", "o", "dense"],
-    "DebertaV2Model": ["query_proj", "key_proj", "value_proj", "dense"],
-}
-
 
 @dataclass
 class LoraConfig(TopGroups, LayerDecay, StrategyConfig):
@@ -49,7 +34,7 @@ class LoraConfig(TopGroups, LayerDecay, StrategyConfig):
 
 
 def _auto_targets(model: nn.Module) -> list[str] | str:
-    family = FAMILY_TARGETS.get(type(model).__name__)
+    family = lora_targets(model)
     if family is not None:
         return family
     return [
@@ -73,7 +58,7 @@ def merge_adapters(model: nn.Module) -> nn.Module:
 
 
 @register("lora")
-class Lora(Strategy):
+class Lora(TopGroupsStrategy):
     Config = LoraConfig
 
     def validate(self) -> None:
@@ -99,9 +84,6 @@ class Lora(Strategy):
             ) from e
         adapters = sum(p.numel() for n, p in backbone.model.named_parameters() if "lora_" in n)
         log.info("lora: r=%d alpha=%g on %s: %s adapter parameters", c.r, c.alpha, targets, f"{adapters:,}")
-
-    def unfreeze_epochs(self, num_groups: int) -> list[int | None]:
-        return top_groups_from(self.config.unfreeze_top, num_groups, 0)
 
     def deployable(self, model: nn.Module) -> nn.Module:
         return merge_adapters(model)

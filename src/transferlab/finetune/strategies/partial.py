@@ -5,25 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from transferlab.config.checks import rule
-from transferlab.errors import ConfigError
-from transferlab.finetune.strategies.base import LayerDecay, Strategy, StrategyConfig, TopGroups, register
-
-
-def top_k(unfreeze_top: int | None, num_groups: int) -> int:
-    """How many groups `unfreeze_top` means on a backbone of `num_groups` (None: all)."""
-    if unfreeze_top is None:
-        return num_groups
-    if not 0 <= unfreeze_top <= num_groups:
-        raise ConfigError(
-            f"strategy.unfreeze_top={unfreeze_top} but this backbone has {num_groups} block groups: use 0..{num_groups} (or null for all)"
-        )
-    return unfreeze_top
-
-
-def top_groups_from(unfreeze_top: int | None, num_groups: int, epoch: int) -> list[int | None]:
-    """The schedule that trains the top `unfreeze_top` groups from `epoch` on, and no other."""
-    top = top_k(unfreeze_top, num_groups)
-    return [epoch if i >= num_groups - top else None for i in range(num_groups)]
+from transferlab.finetune.strategies.base import LayerDecay, StrategyConfig, TopGroups, TopGroupsStrategy, register
 
 
 @dataclass
@@ -33,11 +15,8 @@ class PartialConfig(TopGroups, LayerDecay, StrategyConfig):
 
 
 @register("partial")
-class Partial(Strategy):
+class Partial(TopGroupsStrategy):
     Config = PartialConfig
-
-    def unfreeze_epochs(self, num_groups: int) -> list[int | None]:
-        return top_groups_from(self.config.unfreeze_top, num_groups, 0)
 
     def schedule_fix(self, max_epochs: int) -> str:
         return "strategy.unfreeze_top=0 trains the head alone, which is strategy=extract: use that, or unfreeze_top >= 1"

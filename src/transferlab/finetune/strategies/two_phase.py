@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 
 from transferlab.config.checks import rule
 from transferlab.finetune.schedules import Clock, warmup_cosine
-from transferlab.finetune.strategies.base import LayerDecay, Strategy, StrategyConfig, TopGroups, register
-from transferlab.finetune.strategies.partial import top_groups_from
+from transferlab.finetune.strategies.base import LayerDecay, StrategyConfig, TopGroups, TopGroupsStrategy, register
 
 
 @dataclass
@@ -21,11 +20,12 @@ class TwoPhaseConfig(TopGroups, LayerDecay, StrategyConfig):
 
 
 @register("two_phase")
-class TwoPhase(Strategy):
+class TwoPhase(TopGroupsStrategy):
     Config = TwoPhaseConfig
 
-    def unfreeze_epochs(self, num_groups: int) -> list[int | None]:
-        return top_groups_from(self.config.unfreeze_top, num_groups, self.config.head_epochs)
+    @property
+    def unfreeze_epoch(self) -> int:
+        return self.config.head_epochs
 
     def lr_multiplier(self, unit, step: int, clock: Clock) -> float:
         boundary = self.config.head_epochs * clock.steps_per_epoch
