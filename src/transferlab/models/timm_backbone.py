@@ -178,7 +178,7 @@ KIND = register_kind(BackboneKind(
         "model.channels_last": Rule("bool"),
     },
     export_formats=("timm", "onnx", "torchscript"),
-    # The image results in the README were measured with the default AdamW kernel, which this keeps.
+    # The image results in docs/results.md were measured with the default AdamW kernel, which this keeps.
     fused_adamw=False,
     lora_targets=LORA_TARGETS,
     default=True,

@@ -16,7 +16,7 @@ drew.
 - `mix`: each image gets one of the four above, drawn uniformly.
 
 Photometric shifts (the negative 255 - x, lowered contrast) are left out on purpose: a frozen
-ImageNet backbone's features hardly move under them (README), so they would shift nothing.
+ImageNet backbone's features hardly move under them (docs/results.md), so they would shift nothing.
 """
 
 from __future__ import annotations

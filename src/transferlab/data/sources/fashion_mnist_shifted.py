@@ -1,4 +1,4 @@
-"""Fashion-MNIST under a corruption shift (README, "Fashion-MNIST under a corruption shift").
+"""Fashion-MNIST under a corruption shift (docs/unlabeled.md).
 
 The labelled source domain is clean Fashion-MNIST; the target domain is the same images under one
 fixed corruption (data/images/corruptions.py). The splits:
