@@ -70,6 +70,8 @@ class RunConfig:
     strategy_args: dict = field(default_factory=dict)  # the strategy's other knobs (lora's r, l2_sp's alpha...)
     # classify | mlm (continued pre-training alone) | tapt (mlm on the run's texts, then classify); None before it existed.
     task: str | None = None
+    # The arm of a tuned comparison (config/tuning.py): default | search | tuned; None outside one.
+    tune_arm: str | None = None
     extra: dict = field(default_factory=dict)
 
 

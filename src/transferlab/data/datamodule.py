@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from transferlab.data.arrays import ImageArrays
 from transferlab.data.batch import Batch, BatchTransform, SemiBatch
 from transferlab.data.loaders import batch_loader
+from transferlab.data.sealed import SealedSplit
 from transferlab.data.sources import SourceContext, load_source
 from transferlab.data.images.storage import Storage, human_bytes
 from transferlab.data.images.stream_store import StreamedImages
@@ -61,6 +62,7 @@ class TransferDataModule(pl.LightningDataModule):
         target: dict | None = None,
         unlabeled_column: str = "text",
         use_unlabeled: bool = True,
+        seal_test: bool = False,
     ):
         super().__init__()
         check_choice(unlabeled, unlabeled_max)
@@ -97,6 +99,8 @@ class TransferDataModule(pl.LightningDataModule):
         # `strong_augment`, a strongly augmented second view of them.
         self.unlabeled_ratio = unlabeled_ratio
         self.strong_augment = strong_augment
+        # A tuning trial (tune.arm=search): the test split is replaced by one that cannot be read.
+        self.seal_test = seal_test
         self.splits: dict[str, ImageArrays] = {}
         self.classes: list[str] = []
 
@@ -153,6 +157,9 @@ class TransferDataModule(pl.LightningDataModule):
         )
         if unlabeled is not None:
             log.info("data %s: unlabeled (data.unlabeled=%s) %d %s, labels hidden", self.source, self.unlabeled, len(unlabeled), unit)
+        if self.seal_test:
+            self.splits["test"] = SealedSplit(len(self.splits["test"]), "tune.arm=search")
+            log.info("data %s: the test split is sealed for this tuning trial", self.source)
         log.info("data %s %s", self.source, self.held_bytes_text())
 
     def _with_target(self, splits, context):

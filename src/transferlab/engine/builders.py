@@ -9,6 +9,7 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab.config.tuning import SEARCH_ARM
 from transferlab.data.caches.token_cache import CachedTokenize, TokenCache
 from transferlab.data.datamodule import TransferDataModule
 from transferlab.data.images.storage import Storage
@@ -109,6 +110,7 @@ def datamodule_for(cfg: DictConfig, transform, storage_size: int, tokenize=None,
         unlabeled_ratio=unlabeled_ratio,
         strong_augment=strong_augment,
         use_unlabeled=use_unlabeled,
+        seal_test=OmegaConf.select(cfg, "tune.arm") == SEARCH_ARM,
     )
 
 

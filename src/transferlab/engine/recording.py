@@ -71,6 +71,7 @@ def run_config(cfg: DictConfig, choices: dict, run: Run | None = None) -> RunCon
         solver=_get(strategy_cfg, "solver"),
         strategy_args=strategy.knobs() if strategy is not None else {},
         task=_task(cfg),
+        tune_arm=_get(cfg.get("tune"), "arm"),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from transferlab.config.overrides import parse_all, read_overrides
+from transferlab.config.tuning import SEARCH_ARM
 from transferlab.errors import TransferlabError
 from transferlab.record import FAILED, METRICS_FILE, RecordError, RunRecord
 from transferlab.report.experiments import identify, run_time
@@ -59,7 +60,7 @@ def collect(dirs: Iterable[str | Path]) -> pd.DataFrame:
             if job_dir not in seen:
                 seen.add(job_dir)
                 rows.append(_row_unfinished(job_dir, root))
-    rows = _without_reused_copies(rows)
+    rows = _without_search_trials(_without_reused_copies(rows))
     if not rows:
         return pd.DataFrame(columns=[*FIRST, *LAST])
     return identify(_ordered(pd.DataFrame(rows)))
@@ -175,6 +176,12 @@ def _row_unfinished(job_dir: Path, root: Path) -> dict[str, Any]:
            "overrides": " ".join(overrides)}
     row.update(_config_from_overrides(overrides))
     return row
+
+
+def _without_search_trials(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # A tuned comparison's trials were never tested (their settings are in its tuning.md); the
+    # report's rows are its default and tuned arms.
+    return [r for r in rows if r.get("tune_arm") != SEARCH_ARM]
 
 
 def _without_reused_copies(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
+from transferlab.config.tuning import TUNING_MARKDOWN
 from transferlab.record import COMPLETED
 from transferlab.report.collect import CONFUSION, CONFUSION_PNG
 from transferlab.report.columns import is_missing, numeric, text
@@ -229,6 +230,15 @@ def _failures(jobs: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def _tuning_links(sources: Sequence[str], out_dir: str | Path | None) -> list[str]:
+    """A link to each tuned comparison's own summary (the sweeper writes it into its sweep dir)."""
+    if out_dir is None:
+        return []
+    found = [Path(src) / TUNING_MARKDOWN for src in sources if (Path(out_dir) / src / TUNING_MARKDOWN).is_file()]
+    return [f"Tuned comparison: [{p.as_posix()}]({p.as_posix()}): per strategy the default and the tuned result side by "
+            "side, the settings each search chose, and the verdicts on both arms." for p in found] + ([""] if found else [])
+
+
 def render_markdown(jobs: pd.DataFrame, runs: pd.DataFrame, groups: pd.DataFrame, comparisons: pd.DataFrame,
                     scale: float, sources: Sequence[str], out_dir: str | Path | None = None) -> str:
     """`jobs` with the paths as they should appear (portable.py), relative to `out_dir`, where the
@@ -238,6 +248,7 @@ def render_markdown(jobs: pd.DataFrame, runs: pd.DataFrame, groups: pd.DataFrame
     counts = jobs["status"].value_counts().to_dict() if len(jobs) else {}
     ci = f"{CONFIDENCE:.0%}".replace("%", " %")
     lines = ["# Results", "", "Sources: " + ", ".join(f"`{d}`" for d in sources), ""]
+    lines += _tuning_links(sources, out_dir)
     lines += [
         f"{len(jobs)} jobs: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")
         + ". Values are mean ± std (sample std, ddof=1) over seeds, each seed counted once; "

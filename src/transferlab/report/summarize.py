@@ -11,7 +11,8 @@ from transferlab.record import COMPLETED
 from transferlab.report.columns import is_missing, numeric, text
 from transferlab.report.experiments import GROUP_KEYS
 
-RUN_COLUMNS = (*GROUP_KEYS, "size_x", "seed", "test", "val", "trainable", "total", "labels", "unlabeled", "time", "code", "env", "modality")
+RUN_COLUMNS = (*GROUP_KEYS, "size_x", "seed", "test", "val", "trainable", "total", "labels", "unlabeled", "time", "code", "env", "modality",
+               "strategy_name", "tune_arm")
 
 
 def completed_runs(jobs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
@@ -40,6 +41,9 @@ def completed_runs(jobs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
         "env": done["env"].map(lambda e: text(e, missing="unknown")) if "env" in done else "unknown",
         # image | text, for the report's wording; records before it existed are images.
         "modality": done["modality"].map(lambda m: text(m, missing="image")) if "modality" in done else "image",
+        # The strategy as configured, and the arm of a tuned comparison ("" outside one).
+        "strategy_name": done["strategy_name"].map(text) if "strategy_name" in done else done["strategy"].map(text),
+        "tune_arm": done["tune_arm"].map(lambda a: text(a, missing="")) if "tune_arm" in done else "",
     }, index=done.index, columns=list(RUN_COLUMNS))
     return runs.reset_index(drop=True), scale
 
