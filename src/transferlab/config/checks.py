@@ -205,6 +205,8 @@ RULES: dict[str, Rule] = {
     "model.head.hidden": Rule("int", low=1),
     "model.head.dropout": Rule("float", low=0.0, high=1.0, high_open=True),
     "model.backbone_lr_scale": Rule("float", low=0.0, low_open=True),
+    "eval.calibrate": Rule("str", choices=("none", "temperature"),
+                           hint="temperature fits one T on validation after the test; none leaves the logits as trained"),
 }
 
 

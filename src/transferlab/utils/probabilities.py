@@ -81,6 +81,13 @@ def reliability_table(count: torch.Tensor, confidence: torch.Tensor, correct: to
     return rows
 
 
+def ece_of_table(table: list[dict]) -> float:
+    """The ECE a reliability table holds (the same number compute() gave with it)."""
+    total = sum(r["count"] for r in table)
+    gaps = sum(r["count"] * abs(r["confidence"] - r["accuracy"]) for r in table if r["count"] > 0)
+    return float(gaps / total) if total > 0 else 0.0
+
+
 def reliability_of(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS) -> dict:
     """{"ece", "table"} of one set of logits, through the same metric the module streams."""
     bins = ReliabilityBins(n_bins)
@@ -129,10 +136,7 @@ def reliability_figure(table: list[dict], title: str = "") -> Figure:
     bottom.bar(lefts, [r["count"] / total for r in filled], widths, align="edge", color="gray", edgecolor="black", linewidth=0.5)
     bottom.set_xlabel("confidence (top-class probability)")
     bottom.set_ylabel("share")
-    count = torch.tensor([float(r["count"]) for r in table], dtype=torch.float64)
-    conf = torch.tensor([(r["confidence"] or 0.0) * r["count"] for r in table], dtype=torch.float64)
-    acc = torch.tensor([(r["accuracy"] or 0.0) * r["count"] for r in table], dtype=torch.float64)
-    top.set_title(f"{title}\nECE {ece_of_sums(count, conf, acc):.4f} ({len(table)} bins)".lstrip("\n"), fontsize=10)
+    top.set_title(f"{title}\nECE {ece_of_table(table):.4f} ({len(table)} bins)".lstrip("\n"), fontsize=10)
     fig.tight_layout()
     return fig
 
