@@ -23,9 +23,11 @@ STEPS = 60  # halvings of the log-T interval: far below float precision in T
 
 
 def nll_slope(logits: torch.Tensor, labels: torch.Tensor, inverse_t: float) -> float:
-    """d(mean NLL)/d(1/T) at 1/T: the softmax's expected logit minus the true class's logit, averaged."""
+    """d(mean NLL)/d(1/T) at 1/T: the softmax's expected logit minus the true class's logit,
+    averaged. Summed as p_k (z_k - z_true), so a confident split's slope stays a tiny negative
+    number instead of rounding to 0 as 1 - p_true does."""
     probs = (logits * inverse_t).softmax(-1)
-    return float(((probs * logits).sum(-1) - logits.gather(1, labels[:, None]).squeeze(1)).mean())
+    return float((probs * (logits - logits.gather(1, labels[:, None]))).sum(-1).mean())
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, bounds: tuple[float, float] = T_BOUNDS,
@@ -35,11 +37,9 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, bounds: tuple[fl
     low, high = math.log(bounds[0]), math.log(bounds[1])
     for _ in range(steps):
         mid = (low + high) / 2
-        slope = nll_slope(logits, labels, math.exp(-mid))
-        if slope == 0:  # the minimum itself (or logits that do not depend on T at all)
-            return math.exp(mid)
-        # NLL rising in 1/T: the minimum has a smaller 1/T, a larger T.
-        if slope > 0:
+        # NLL rising in 1/T: the minimum has a smaller 1/T, a larger T. A slope of exactly 0 is a
+        # split too confident for its softmax to show (or logits T does not change): smaller T.
+        if nll_slope(logits, labels, math.exp(-mid)) > 0:
             low = mid
         else:
             high = mid
