@@ -72,11 +72,11 @@ class TransferModule(pl.LightningModule):
             {
                 **{
                     f"{stage}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
-                    for stage in ("val", "test")
+                    for stage in EVAL_STAGES
                     for name, k in (("acc", 1), ("acc_top5", min(5, num_classes)))
                 },
                 # Accuracy hides a classifier that ignores a small class; macro-F1 weighs each class alike.
-                **{f"{stage}_f1_macro": MulticlassF1Score(num_classes, average="macro") for stage in ("val", "test")},
+                **{f"{stage}_f1_macro": MulticlassF1Score(num_classes, average="macro") for stage in EVAL_STAGES},
                 # Whether the probabilities mean anything, not only the argmax: per-example means
                 # and the confidence bins the ECE and reliability diagram come from.
                 **{f"{stage}_{name}": MeanMetric() for stage in EVAL_STAGES for name in ("nll", "brier")},
