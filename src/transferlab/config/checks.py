@@ -208,6 +208,8 @@ RULES: dict[str, Rule] = {
     "model.backbone_lr_scale": Rule("float", low=0.0, low_open=True),
     "tune.arm": Rule("str", choices=ARMS, nullable=True, hint="set by experiment=tuned_compare on the jobs it launches; null otherwise"),
     "tune.trials": Rule("int", low=1, hint="Optuna trials per strategy in experiment=tuned_compare"),
+    "eval.calibrate": Rule("str", choices=("none", "temperature"),
+                           hint="temperature fits one T on validation after the test; none leaves the logits as trained"),
 }
 
 
