@@ -142,6 +142,18 @@ def _composition(error: BaseException) -> str:
     return text
 
 
+def composition_error(error: BaseException) -> ConfigError | None:
+    """A Hydra error of composing a config (a choice that does not exist, an override it refused)
+    as one ConfigError line; None for any other error."""
+    from hydra.errors import CompactHydraException, MissingConfigException
+
+    if isinstance(error, MissingConfigException):
+        return ConfigError(_missing_choice(error))
+    if isinstance(error, CompactHydraException):
+        return ConfigError(_composition(error))
+    return None
+
+
 def cli(hydra_main: Callable[[], Any]) -> Any:
     """Run a `@hydra.main` entry point from the command line so that input errors Hydra meets
     before the task runs (a config choice that does not exist, a malformed override, a run directory
@@ -151,15 +163,13 @@ def cli(hydra_main: Callable[[], Any]) -> Any:
     """
     if os.environ.get("HYDRA_FULL_ERROR"):
         return hydra_main()
-    from hydra.errors import CompactHydraException, MissingConfigException
+    from hydra.errors import CompactHydraException
 
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         return hydra_main()
-    except MissingConfigException as e:
-        exit_with(ConfigError(_missing_choice(e)))
-    except CompactHydraException as e:
-        exit_with(ConfigError(_composition(e)))
+    except CompactHydraException as e:  # MissingConfigException is one too
+        exit_with(composition_error(e))
     except TransferlabError as e:  # raised by a Hydra callback (the device pool), outside the task
         exit_with(e)
     except OSError as e:  # Hydra creating the run directory, before the task starts

@@ -14,7 +14,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig
 
-from transferlab.data.caches.feature_cache import FeatureCache, FeatureDataModule, state_dict_digest
+from transferlab.data.caches.feature_cache import FeatureCache, FeatureDataModule, key_args_of
 from transferlab.finetune import classical
 from transferlab.engine.assemble import Run
 from transferlab.engine.calibration import calibrate_tested, calibration_method, wants_temperature
@@ -85,17 +85,17 @@ def make_feature_datamodule(cfg: DictConfig, run: Run) -> FeatureDataModule:
             "strategy.feature_cache=true: train-time augmentation (data.augment) is off for this run; "
             "each split's features are computed once, with the eval preprocessing and the backbone in eval mode"
         )
-    key_args = {
-        "model": run.backbone.name,
-        "weights": run.backbone.weights,
-        "weights_digest": state_dict_digest(run.backbone.model),
-        "preprocess": run.backbone.input_spec(),
-    }
+    return feature_datamodule(cfg, run.backbone, images, tta_hflip=run.module.tta_hflip)
+
+
+def feature_datamodule(cfg: DictConfig, backbone, images, tta_hflip: bool = False) -> FeatureDataModule:
+    """`images`' splits as `backbone`'s eval features, cached under paths.cache_dir (also what
+    transferlab rank scores)."""
     cache = FeatureCache(cfg.paths.cache_dir)
     log.info("feature cache: %s", cache.root)
     return FeatureDataModule(
-        images, cache, run.backbone, key_args,
-        eval_views=("image", "hflip") if run.module.tta_hflip else ("image",),
+        images, cache, backbone, key_args_of(backbone),
+        eval_views=("image", "hflip") if tta_hflip else ("image",),
         device=_extraction_device(cfg),
     )
 

@@ -66,6 +66,17 @@ def state_dict_digest(module: nn.Module) -> str:
     return h.hexdigest()
 
 
+def key_args_of(encoder) -> dict:
+    """The FeatureKey fields a Backbone decides: its name, its weights as described and as loaded,
+    its preprocessing."""
+    return {
+        "model": encoder.name,
+        "weights": encoder.weights,
+        "weights_digest": state_dict_digest(encoder.model),
+        "preprocess": encoder.input_spec(),
+    }
+
+
 @dataclass(frozen=True)
 class FeatureKey(JsonKey):
     """Everything that changes the features of one split. Two equal keys give equal features."""
