@@ -35,7 +35,9 @@ ALLOWED = {
     "train": BASE | {"data", "models", "finetune", "engine"},
     "eval": BASE | {"data", "models", "finetune", "engine", "inference"},
     "predict": BASE | {"data", "inference", "engine"},
-    "cli": BASE | {"report", "export"},
+    # Ranks backbones by their frozen features, as a run builds them; reads records, not the report.
+    "ranking": BASE | {"data", "models", "finetune", "engine"},
+    "cli": BASE | {"report", "export", "ranking"},
 }
 
 

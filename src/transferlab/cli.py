@@ -65,6 +65,53 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rank(args: argparse.Namespace) -> int:
+    import logging
+
+    from transferlab.errors import ConfigError, TransferlabError
+    from transferlab.ranking.agreement import agreement, agreement_markdown, write_agreement
+    from transferlab.ranking.candidates import parse_candidates
+    from transferlab.ranking.run import rank_candidates
+    from transferlab.ranking.scores import SCORES
+    from transferlab.ranking.table import markdown, read_csv
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        if args.table:
+            if args.candidates or args.overrides:
+                raise ConfigError("--table reads a written table: pass either --table or --candidates, not both")
+            if not args.against:
+                raise ConfigError("--table is for checking a table: add --against <the fine-tuned sweep's directory>")
+            table = Path(args.table)
+            if table.is_dir():
+                table = table / "ranking.csv"
+            if not table.is_file():
+                raise ConfigError(f"--table {args.table}: no ranking.csv there; pass the folder or the csv transferlab rank wrote")
+            rows, out_dir, files = read_csv(table), Path(args.out or table.parent), []
+        else:
+            ranking = rank_candidates(parse_candidates(args.candidates or []), list(args.overrides), args.out)
+            rows, out_dir, files = ranking.rows, ranking.out_dir, list(ranking.files)
+            print(markdown(rows, list(SCORES)), end="")
+        if args.against:
+            missing = [d for d in args.against if not Path(d).is_dir()]
+            if missing:
+                raise ConfigError(f"--against {', '.join(missing)}: not a directory; pass the multirun directory "
+                                  "train.py wrote for the fine-tuned candidates")
+            taus, matched = agreement(rows, list(SCORES), args.against, seed=args.seed)
+            print(agreement_markdown(taus, matched), end="")
+            files += write_agreement(taus, matched, out_dir)
+    except TransferlabError as e:
+        print(f"transferlab rank: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"transferlab rank: cannot write {e.filename or args.out} ({e.strerror or e}): pass --out <a folder you "
+              "can write>", file=sys.stderr)
+        return 2
+    for path in files:
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transferlab",
@@ -99,6 +146,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--log-dir", default="logs", help="where `last` looks for runs (default: logs)")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     export.set_defaults(func=_export)
+
+    rank = sub.add_parser(
+        "rank",
+        help="score candidate backbones on a run's training subset from their frozen features, before fine-tuning",
+        description="Compose each candidate (comma-separated overrides) with the shared OVERRIDES after --, get its "
+        "features of the training subset and validation split through the feature cache, and score them: LogME, NCE "
+        "and LEEP (with the source classifier, n/a without one), H-score, the L-BFGS probe's validation accuracy. "
+        "Writes ranking.csv and ranking.md; with --against, Kendall's tau of each score against fine-tuned runs "
+        "(agreement.csv, agreement.md). docs/ranking.md",
+    )
+    rank.add_argument("--candidates", "-c", nargs="+", default=None, metavar="CANDIDATE",
+                      help="e.g. model=efficientnet_lite0,data.image_size=128 model=timm,model.name=resnet18,model.weights=none")
+    rank.add_argument("overrides", nargs="*", metavar="OVERRIDES",
+                      help="after --: Hydra overrides every candidate shares, e.g. data=fashion_mnist data.samples_per_class=100")
+    rank.add_argument("--out", "-o", default=None, help="output folder (default: <paths.log_dir>/rank/<date>_<time>)")
+    rank.add_argument("--against", nargs="+", default=None, metavar="DIR",
+                      help="run or multirun directories that fine-tuned the candidates: Kendall's tau per score")
+    rank.add_argument("--table", default=None, help="a ranking.csv (or its folder) written before: check it --against DIR")
+    rank.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (default: 0)")
+    rank.set_defaults(func=_rank)
     return parser
 
 
