@@ -2,6 +2,7 @@
 against fine-tuned records, and the command end to end on tiny random-init models."""
 
 import csv
+import json
 import math
 
 import numpy as np
@@ -166,6 +167,8 @@ def test_rank_end_to_end_on_tiny_random_init_models(tmp_path, capsys):
     assert rows[0]["nce"] is None and rows[0]["rank_nce"] is None  # no source classifier: not applicable
     assert rows[2]["nce"] <= 0 and rows[2]["leep"] <= 0 and rows[2]["rank_nce"] == 1
     assert "n/a" in (out / "ranking.md").read_text() and "| `model=timm" in printed
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["command"].startswith("transferlab rank --candidates") and "commit" in provenance["code"]
     # A second rank reads the same features from the cache.
     assert main(["rank", "-c", TINY, "--out", str(tmp_path / "again"), "--", *SHARED, f"paths.root_dir={tmp_path}"]) == 0
     again = read_csv(tmp_path / "again" / "ranking.csv")[0]

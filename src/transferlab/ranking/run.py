@@ -10,10 +10,15 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from transferlab import CONFIG_DIR
 from transferlab.ranking.candidates import Candidate, compose_candidate
 from transferlab.ranking.features import candidate_features
 from transferlab.ranking.scores import SCORES, score_all
 from transferlab.ranking.table import CSV_NAME, MD_NAME, add_ranks, write_csv, write_markdown
+from transferlab.utils.io import atomic_write_json
+from transferlab.utils.provenance import code_state, provenance
+
+PROVENANCE_NAME = "provenance.json"  # the command, its time, the commit, library versions, machine
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +64,20 @@ def candidate_row(candidate: Candidate, shared: list[str]) -> dict:
 
 def rank_candidates(candidates: list[Candidate], shared: list[str], out: str | Path | None = None) -> Ranking:
     start = time.perf_counter()
+    code = code_state(str(CONFIG_DIR.parent))  # the code as imported, before the first candidate runs
     for candidate in candidates:  # every candidate composes before the first one's features are built
         compose_candidate(candidate, shared)
     out_dir = Path(out) if out else default_out(shared)
     rows = add_ranks([candidate_row(c, shared) for c in candidates], list(SCORES))
     out_dir.mkdir(parents=True, exist_ok=True)
     command = "transferlab rank --candidates " + " ".join(c.label for c in candidates) + (" -- " + " ".join(shared) if shared else "")
-    preamble = (f"# Backbones ranked before fine-tuning\n\n`{command}`\n\nEach score with its rank (1 = best); "
-                "features s: backbone, data and feature extraction (or the cache); scores s: all five scores.\n\n")
-    files = [write_csv(rows, out_dir / CSV_NAME), write_markdown(rows, list(SCORES), out_dir / MD_NAME, preamble)]
-    return Ranking(rows=rows, out_dir=out_dir, files=files, seconds=time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    commit = (code["commit"] or "unknown")[:7] + ("+dirty" if code["dirty"] else "")
+    preamble = (f"# Backbones ranked before fine-tuning\n\n`{command}`\n\nCommit {commit}, {seconds:.0f} s in all. "
+                "Each score with its rank (1 = best); features s: backbone, data and feature extraction (or the cache); "
+                "scores s: all five scores.\n\n")
+    record = {"command": command, "seconds": round(seconds, 1), "finished": datetime.now().isoformat(timespec="seconds"),
+              **provenance(CONFIG_DIR.parent), "code": code}
+    files = [write_csv(rows, out_dir / CSV_NAME), write_markdown(rows, list(SCORES), out_dir / MD_NAME, preamble),
+             atomic_write_json(out_dir / PROVENANCE_NAME, record)]
+    return Ranking(rows=rows, out_dir=out_dir, files=files, seconds=seconds)
