@@ -41,6 +41,16 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _failed(tool: str, error: Exception, out: str | None) -> int:
+    """A user error, or an output that cannot be written, as one line on stderr; exit status 2."""
+    if isinstance(error, OSError):
+        text = f"cannot write {error.filename or out} ({error.strerror or error}): pass --out <a folder you can write>"
+    else:
+        text = " ".join(str(error).split())
+    print(f"transferlab {tool}: {text}", file=sys.stderr)
+    return 2
+
+
 def _export(args: argparse.Namespace) -> int:
     import logging
 
@@ -51,13 +61,8 @@ def _export(args: argparse.Namespace) -> int:
     try:
         result = export_run(args.run, args.format, args.out, inputs=args.inputs, log_dir=args.log_dir,
                             overwrite=args.overwrite)
-    except TransferlabError as e:
-        print(f"transferlab export: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"transferlab export: cannot write {e.filename or args.out} ({e.strerror or e}): pass --out <a folder you "
-              "can write>", file=sys.stderr)
-        return 2
+    except (TransferlabError, OSError) as e:
+        return _failed("export", e, args.out)
     v = result.verification
     check = (f"checked on {v['inputs']} at batch {', '.join(map(str, v['batch_sizes']))}: max |logit diff| "
              f"{v['max_abs_diff']:.2e}, argmax {'identical' if v['argmax_equal'] else 'different'}") if v else "not checked"
@@ -100,13 +105,8 @@ def _rank(args: argparse.Namespace) -> int:
             taus, matched = agreement(rows, list(SCORES), args.against, seed=args.seed)
             print(agreement_markdown(taus, matched), end="")
             files += write_agreement(taus, matched, out_dir)
-    except TransferlabError as e:
-        print(f"transferlab rank: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"transferlab rank: cannot write {e.filename or args.out} ({e.strerror or e}): pass --out <a folder you "
-              "can write>", file=sys.stderr)
-        return 2
+    except (TransferlabError, OSError) as e:
+        return _failed("rank", e, args.out)
     for path in files:
         print(f"wrote {path}")
     return 0
