@@ -202,3 +202,12 @@ def test_a_run_records_the_imbalance_options_it_used(tmp_path, monkeypatch, caps
         "logit_adjustment_tau": 0.5, "sampler": "balanced", "skew": {"1": 0.25}, "pool_counts": [24, 6, 24, 24],
         "pool_skew": 4.0, "train_skew": 1.0, "balanced_subset_warning": True,
     }
+
+
+def test_the_imbalance_experiment_is_data_efficiency_with_one_class_cut_to_a_tenth():
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        cfg = compose("train", overrides=["experiment=imbalance"])
+        cheap = compose("train", overrides=["experiment=data_efficiency"])
+    assert cfg.data.skew == {0: 0.1} and cfg.task_name == "imbalance"
+    assert (cfg.data.image_size, cfg.trainer.max_epochs) == (cheap.data.image_size, cheap.trainer.max_epochs)
+    check_config(cfg)
