@@ -211,3 +211,19 @@ def test_the_imbalance_experiment_is_data_efficiency_with_one_class_cut_to_a_ten
     assert cfg.data.skew == {0: 0.1} and cfg.task_name == "imbalance"
     assert (cfg.data.image_size, cfg.trainer.max_epochs) == (cheap.data.image_size, cheap.trainer.max_epochs)
     check_config(cfg)
+
+
+def test_the_report_keeps_runs_with_other_imbalance_options_apart(tmp_path):
+    from test_report import _job, _metrics
+
+    from transferlab.report import write_report
+
+    sweep = tmp_path / "multiruns" / "2026-01-01_10-00-00"
+    for num, (adjust, seed) in enumerate([(False, 1), (False, 2), (True, 1), (True, 2)]):
+        m = _metrics("lite0", "partial", 10, seed)
+        m["imbalance"] = {"class_weights": "none", "logit_adjustment": adjust, "logit_adjustment_tau": 1.0,
+                          "sampler": "natural", "skew": {"0": 0.1}, "pool_counts": [600, 6000], "pool_skew": 10.0}
+        _job(sweep, num, [f"seed={seed}", f"optim.logit_adjustment={adjust}"], m)
+    report = write_report([sweep])
+    assert report.groups.set_index("strategy")["n"].to_dict() == {"partial (logit_adjustment=False)": 2,
+                                                                  "partial (logit_adjustment=True)": 2}
