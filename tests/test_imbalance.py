@@ -227,3 +227,14 @@ def test_the_report_keeps_runs_with_other_imbalance_options_apart(tmp_path):
     report = write_report([sweep])
     assert report.groups.set_index("strategy")["n"].to_dict() == {"partial (logit_adjustment=False)": 2,
                                                                   "partial (logit_adjustment=True)": 2}
+
+
+def test_the_table_script_reads_the_cut_class_from_the_confusion_matrix():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from imbalance_table import cut_class_scores
+
+    record = {"confusion": {"matrix": [[6, 4], [2, 8]]}}  # rows true: class 0 recall 6/10, precision 6/8
+    assert cut_class_scores(record) == (0.75, 0.6)
