@@ -27,9 +27,9 @@ def class_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.bincount(torch.as_tensor(labels).to(torch.int64).cpu(), minlength=num_classes)
 
 
-def class_prior(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """The share of each class among `labels` (float64)."""
-    counts = class_counts(labels, num_classes).double()
+def prior_of(counts: torch.Tensor) -> torch.Tensor:
+    """Each class's share of `counts` (float64)."""
+    counts = counts.double()
     return counts / counts.sum().clamp_min(1)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.data.class_balance import skew_ratio
+from transferlab.data.class_balance import prior_of, skew_ratio
 from transferlab.data.datamodule import TransferDataModule
 from transferlab.errors import ConfigError
 from transferlab.finetune.class_imbalance import NONE, LossTerms, class_weights, logit_offset
@@ -49,14 +49,10 @@ def loss_terms(cfg: DictConfig, datamodule: TransferDataModule) -> LossTerms | N
     optim = cfg.optim
     k = datamodule.num_classes
     weights = class_weights(_plain(optim.get("class_weights", NONE)), datamodule.splits["train"].labels, k)
-    offset = logit_offset(pool_prior(datamodule), float(optim.get("logit_adjustment_tau", 1.0))) if optim.get("logit_adjustment") else None
+    tau = float(optim.get("logit_adjustment_tau", 1.0))
+    offset = logit_offset(prior_of(datamodule.pool_counts), tau) if optim.get("logit_adjustment") else None
     terms = LossTerms(weights, offset)
     return None if terms.plain else terms
-
-
-def pool_prior(datamodule: TransferDataModule):
-    counts = datamodule.pool_counts.double()
-    return counts / counts.sum().clamp_min(1)
 
 
 def imbalance_entry(cfg: DictConfig, datamodule: TransferDataModule, terms: LossTerms | None) -> dict:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from transferlab.data.class_balance import class_counts
 from transferlab.errors import ConfigError
 
 NONE, BALANCED = "none", "balanced"
@@ -37,7 +38,7 @@ class LossTerms:
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """n / (K n_c) per class of `labels`; 0 for a class with no example (it has no loss to weigh)."""
-    counts = torch.bincount(torch.as_tensor(labels).to(torch.int64).cpu(), minlength=num_classes).double()
+    counts = class_counts(labels, num_classes).double()
     weights = labels.numel() / (num_classes * counts)
     return torch.where(counts > 0, weights, torch.zeros_like(weights)).float()
 
