@@ -198,6 +198,36 @@ def test_torchscript_export_matches(trained_run, tmp_path):
         torch.testing.assert_close(loaded(x), load_trained(run_dir).network()(x), atol=1e-5, rtol=0)
 
 
+def test_a_calibrated_run_exports_its_logits_divided_by_the_temperature(trained_run, tmp_path):
+    """eval.calibrate=temperature: the run dir exports calibrated.ckpt, whose head carries 1/T, in
+    every format; the argmax (and so predict's labels) is the uncalibrated model's."""
+    import timm
+
+    _, tree = trained_run
+    run_dir = train_run(tmp_path / "logs", tree, "strategy=full", "eval.calibrate=temperature")
+    t = json.loads((run_dir / "metrics.json").read_text())["calibration"]["temperature"]
+    trained = load_trained(run_dir)
+    assert trained.checkpoint.name == "calibrated.ckpt" and trained.temperature == pytest.approx(t)
+    images = make_synthetic(num_classes=3, train_per_class=1, test_per_class=4, image_size=40).test.images
+    raw = engine_logits(trained, images)  # the module's forward: the tested weights, no temperature
+    onnx = export_run(str(run_dir), "onnx", tmp_path / "onnx")
+    assert read_sidecar(onnx.out_dir / "model.onnx")["output"]["temperature"] == pytest.approx(t)
+    assert "fitted on validation" in (onnx.out_dir / "README.md").read_text()
+    from transferlab.data.batch import Batch
+    from transferlab.data.images.transforms import BatchPreprocess
+
+    x = BatchPreprocess(**trained.preprocess).apply(Batch(images=images), train=False).images
+    exported = onnx_scorer(onnx.out_dir / "model.onnx")(x)
+    np.testing.assert_allclose(np.asarray(exported), raw / t, atol=1e-4, rtol=0)
+    assert (np.asarray(exported).argmax(-1) == raw.argmax(-1)).all()
+    ts = export_run(str(run_dir), "torchscript", tmp_path / "ts")
+    single = timm.create_model(f"local-dir:{export_run(str(run_dir), 'timm', tmp_path / 'timm').out_dir}", pretrained=True).eval()
+    with torch.inference_mode():
+        np.testing.assert_allclose(torch.jit.load(str(ts.out_dir / "model.pt"))(x).numpy(), raw / t, atol=1e-4, rtol=0)
+        plain = trained.module.head(trained.module.backbone(x)).numpy()  # timm has no mirror average
+        np.testing.assert_allclose(single(x).numpy(), plain / t, atol=1e-4, rtol=0)
+
+
 def test_lora_export_equals_the_unmerged_model(trained_run, tmp_path):
     _, tree = trained_run
     run_dir = train_run(tmp_path / "logs", tree, "strategy=lora", "trainer.max_epochs=1")

@@ -29,6 +29,7 @@ ALLOWED = {
     "export": BASE | {"data", "models", "finetune", "engine", "inference"},
     # Beside the training stack, reading what it wrote: never the stack itself.
     "sweep": BASE,
+    "tune": BASE | {"finetune", "report"},
     "report": BASE,
     # Entry points.
     "train": BASE | {"data", "models", "finetune", "engine"},

@@ -112,6 +112,42 @@ def test_the_confusion_matrix_round_trips(tmp_path):
     assert SCHEMA_VERSION >= 3 and back.confusion == record.confusion and back.to_dict() == record.to_dict()
 
 
+def test_schema_3_files_load_without_per_class_reliability_or_calibration(tmp_path):
+    schema_3 = {**SCHEMA_1, "schema": 3, "confusion": CONFUSION}
+    schema_3.pop("a_key_from_the_future")
+    (tmp_path / "metrics.json").write_text(json.dumps(schema_3))
+    record = read_record(tmp_path)
+    assert record.schema == 3 and record.confusion == CONFUSION
+    assert record.per_class is None and record.reliability is None and record.calibration is None
+    assert not {"per_class", "reliability", "calibration"} & set(record.extra)
+
+
+def test_per_class_reliability_and_calibration_round_trip(tmp_path):
+    table = [{"lower": 0.0, "upper": 1.0, "count": 8, "confidence": 0.8, "accuracy": 0.875}]
+    record = RunRecord(
+        per_class={"test": [{"class": "cat", "precision": 1.0, "recall": 0.75, "f1": 6 / 7, "support": 4}]},
+        reliability={"bins": 1, "test": {"ece": 0.075, "table": table}, "picture": "reliability.png"},
+        calibration={"method": "temperature", "temperature": 1.5, "test": {"before": {"ece": 0.075}, "after": {"ece": 0.02}}},
+    )
+    record.write(tmp_path / "metrics.json")
+    back = read_record(tmp_path)
+    assert SCHEMA_VERSION == back.schema == 4 and back.to_dict() == record.to_dict()
+    assert back.calibration["temperature"] == 1.5 and back.reliability["test"]["table"] == table
+
+
+def test_the_record_draws_the_reliability_diagram_beside_the_matrix(tmp_path):
+    from transferlab.engine.recording import write_record
+    from transferlab.record import RunConfig
+
+    table = [{"lower": 0.5, "upper": 1.0, "count": 8, "confidence": 0.8, "accuracy": 0.875}]
+    record = RunRecord(test={"acc": 0.875, "ece": 0.075}, confusion=dict(CONFUSION),
+                       reliability={"bins": 1, "test": {"ece": 0.075, "table": table}},
+                       config=RunConfig(model="timm", model_name="resnet10t", strategy="partial", data="synthetic"))
+    write_record(_record_config(tmp_path), record)
+    assert (tmp_path / "run" / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert read_record(tmp_path / "run").reliability["picture"] == "reliability.png"
+
+
 def _record_config(tmp_path):
     from omegaconf import OmegaConf
 

@@ -553,6 +553,7 @@ def test_text_runs_are_counted_in_texts():
 
 def test_each_counted_run_links_its_confusion_picture_and_the_best_shows_per_class_recall(tmp_path: Path) -> None:
     from transferlab.utils.confusion import draw_confusion
+    from transferlab.utils.probabilities import draw_reliability
 
     sweep = tmp_path / "multiruns" / "2026-01-01_10-00-00"
     classes = ["cat", "dog", "frog"]
@@ -561,9 +562,13 @@ def test_each_counted_run_links_its_confusion_picture_and_the_best_shows_per_cla
     for num, ((strategy, seed), matrix) in enumerate(matrices.items()):
         m = _metrics("lite0", strategy, 10, seed)
         m["test"]["acc"] = sum(matrix[i][i] for i in range(3)) / 30
+        m["test"]["ece"] = 0.05 * (num + 1)
         m["confusion"] = {"split": "test", "classes": classes, "matrix": matrix, "picture": "confusion_matrix.png"}
+        table = [{"lower": 0.9, "upper": 1.0, "count": 30, "confidence": 0.95, "accuracy": m["test"]["acc"]}]
+        m["reliability"] = {"bins": 1, "test": {"ece": m["test"]["ece"], "table": table}, "picture": "reliability.png"}
         job = _job(sweep, num, [f"strategy={strategy}", f"seed={seed}"], m)
         draw_confusion(matrix, classes, strategy, job / "confusion_matrix.png")
+        draw_reliability(table, job / "reliability.png", strategy)
     undrawn = _metrics("lite0", "full", 10, 1)
     undrawn["confusion"] = {"split": "test", "classes": classes, "matrix": [[10, 0, 0], [0, 10, 0], [0, 0, 0]]}
     _job(sweep, 3, ["strategy=full", "seed=1"], undrawn)  # its picture failed: counts only
@@ -574,8 +579,9 @@ def test_each_counted_run_links_its_confusion_picture_and_the_best_shows_per_cla
     md = (out / "results.md").read_text()
     section = md.split("## Confusion matrices")[1].split("## Duplicates")[0]
     link = f"[confusion_matrix.png]({os.path.relpath(sweep / '0' / 'confusion_matrix.png', out)})"
-    assert f"| 10 | partial | 1 | 90.00 | {link} |" in section
-    assert "| 10 | extract | 1 | 66.67 | [confusion_matrix.png]" in section
+    reliability = f"[reliability.png]({os.path.relpath(sweep / '0' / 'reliability.png', out)})"
+    assert f"| 10 | partial | 1 | 90.00 | 0.050 | {link} | {reliability} |" in section
+    assert "| 10 | extract | 1 | 66.67 | 0.150 | [confusion_matrix.png]" in section
     assert "| 10 | full | 1 | " in section and "| not drawn |" in section
     assert "| 10 | full | 2 |" not in section  # no matrix recorded
     # partial is best (mean 86.67 % over its seeds); its recall sums both seeds' counts, lowest first.
@@ -583,6 +589,8 @@ def test_each_counted_run_links_its_confusion_picture_and_the_best_shows_per_cla
     # The picture paths in the CSV are relative like the others; the matrices stay in the records.
     df = pd.read_csv(out / "results.csv").set_index("job")
     assert df.loc[0, "confusion_png"] == os.path.relpath(sweep / "0" / "confusion_matrix.png", out)
+    assert df.loc[0, "reliability_png"] == os.path.relpath(sweep / "0" / "reliability.png", out)
+    assert "reliability.test.table" not in df.columns  # the bins stay in the records
     assert df["confusion_png"].isna().tolist() == [False, False, False, True, True]
     assert "confusion" not in df.columns and "[[9, 1, 0]" not in (out / "results.csv").read_text()
     assert str(tmp_path) not in md + (out / "results.csv").read_text()
@@ -628,3 +636,44 @@ def test_rows_show_the_labels_and_the_unlabelled_images_each_run_learned_from(tm
     assert (rows["pseudo_label"][labels], rows["pseudo_label"][unlabeled]) == ("100", "20k")
     results = pd.read_csv(sweep / "results.csv")
     assert sorted(results["data_sizes.unlabeled"].fillna(0)) == [0, 20_000]
+
+
+# --- calibration columns and plot styles ----------------------------------------------------------
+
+
+def test_the_groups_table_has_test_ece_and_nll_and_older_records_show_a_dash(tmp_path: Path) -> None:
+    sweep = tmp_path / "multiruns" / "2026-01-01_10-00-00"
+    for num, seed in enumerate((1, 2)):
+        m = _metrics("lite0", "partial", 10, seed)
+        m["test"].update(ece=0.02 + 0.02 * num, nll=0.30 + 0.10 * num)
+        _job(sweep, num, ["strategy=partial", f"seed={seed}"], m)
+    _job(sweep, 2, ["strategy=full", "seed=1"], _metrics("lite0", "full", 10, 1))  # schema 3: no ECE
+    out = tmp_path / "report"
+    assert main(["report", str(sweep), "--out", str(out)]) == 0
+    md = (out / "results.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| model | data |"))
+    assert "| test ECE | test NLL |" in header
+    partial = next(line for line in md.splitlines() if line.startswith("| lite0 |") and "partial" in line)
+    assert "| 0.030 ± 0.014 | 0.350 ± 0.071 |" in partial
+    full = next(line for line in md.splitlines() if line.startswith("| lite0 |") and "full" in line)
+    assert "| – | – |" in full
+
+
+def test_every_strategy_gets_its_own_colour_and_marker_in_every_plot() -> None:
+    from matplotlib.colors import to_hex
+
+    from transferlab.report.plots import acc_vs_size, strategy_styles
+
+    names = [f"strategy_{i:02d}" for i in range(13)]
+    styles = strategy_styles(reversed(names))  # by name, whatever order they come in
+    assert list(styles) == names
+    assert len({to_hex(s.color) for s in styles.values()}) == len(names)
+    assert len({(to_hex(s.color), s.marker) for s in styles.values()}) == len(names)
+    many = strategy_styles([f"s{i}" for i in range(25)])  # past tab20 too
+    assert len({to_hex(s.color) for s in many.values()}) == 25
+    # The same style in a plot that holds only some of the report's strategies.
+    groups = pd.DataFrame({"model": "m", "data": "d", "strategy": ["strategy_05", "strategy_11"], "size": "10",
+                           "size_x": 10.0, "test_mean": [50.0, 60.0], "test_std": [1.0, 1.0]})
+    fig = acc_vs_size(groups, 100.0, styles)
+    drawn = {bar.get_label(): (to_hex(bar.lines[0].get_color()), bar.lines[0].get_marker()) for bar in fig.axes[0].containers}
+    assert drawn == {n: (to_hex(styles[n].color), styles[n].marker) for n in ("strategy_05", "strategy_11")}

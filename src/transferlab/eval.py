@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab import CONFIG_DIR
 from transferlab.engine.assemble import make_run
+from transferlab.engine.calibration import stored_temperature
 from transferlab.engine.trainer import instantiate_trainer
 from transferlab.engine.policy import run_guarded
 from transferlab.errors import ConfigError, cli
@@ -44,15 +45,19 @@ def evaluate(cfg: DictConfig) -> dict:
         model_name=str(run_cfg.model.name),
     )
     run.module.load_state_dict(ckpt["state_dict"])
+    # calibrated.ckpt's temperature divides the scored logits: ECE, NLL and Brier are the calibrated ones.
+    run.module.temperature = stored_temperature(ckpt)
     trainer = instantiate_trainer(cfg, logger=False, callbacks=[])
     loop = trainer.test if split == "test" else trainer.validate
     results = loop(run.module, datamodule=run.datamodule, verbose=False)
     metrics = {k.split("/", 1)[1]: float(v) for k, v in results[0].items() if k.startswith(f"{split}/")}
-    return _write(cfg, str(Path(cfg.ckpt_path).resolve()), split, metrics)
+    return _write(cfg, str(Path(cfg.ckpt_path).resolve()), split, metrics, run.module.temperature)
 
 
-def _write(cfg: DictConfig, model: str, split: str, metrics: dict) -> dict:
+def _write(cfg: DictConfig, model: str, split: str, metrics: dict, temperature: float | None = None) -> dict:
     out = {"checkpoint": model, "split": split, "metrics": metrics}
+    if temperature:
+        out["temperature"] = temperature
     atomic_write_json(Path(cfg.paths.output_dir) / "eval_metrics.json", out)
     return out
 
@@ -67,6 +72,7 @@ def evaluate_exported(cfg: DictConfig, split: str) -> dict:
     from transferlab.data.images.transforms import BatchPreprocess
     from transferlab.engine.builders import datamodule_for
     from transferlab.inference.models import open_model
+    from transferlab.utils.probabilities import probability_scores
 
     model = open_model(cfg.get("ckpt_path"), cfg.model_path, cfg.paths.log_dir)  # refuses both at once
     run_cfg = model.config
@@ -89,6 +95,7 @@ def evaluate_exported(cfg: DictConfig, split: str) -> dict:
         "acc_top5": float(multiclass_accuracy(logits, y, num_classes=k, top_k=min(5, k), average="micro")),
         "f1_macro": float(multiclass_f1_score(logits, y, num_classes=k, average="macro")),
         "loss": float(torch.nn.functional.cross_entropy(logits, y)),
+        **probability_scores(logits, y),
     }
 
 

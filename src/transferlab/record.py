@@ -2,7 +2,8 @@
 callback and export, all through this one schema.
 
 Schema 1 is the untyped dict of transferlab 0.1 (no "schema" key); schema 2 added no confusion
-matrix. Both read as schema 3 with the fields they lack left empty. Keys this version does not know
+matrix; schema 3 had no per-class scores, reliability tables or calibration (nor ece, nll and brier
+among the metrics). All read as schema 4 with the fields they lack left empty. Keys this version does not know
 are kept in `extra`, so a newer file read and written again loses nothing.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 from transferlab.utils.io import atomic_write_json
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 METRICS_FILE = "metrics.json"
 
 # How a run ended, the record's `status`: it trained what its strategy says (engine/recording.py
@@ -70,6 +71,8 @@ class RunConfig:
     strategy_args: dict = field(default_factory=dict)  # the strategy's other knobs (lora's r, l2_sp's alpha...)
     # classify | mlm (continued pre-training alone) | tapt (mlm on the run's texts, then classify); None before it existed.
     task: str | None = None
+    # The arm of a tuned comparison (config/tuning.py): default | search | tuned; None outside one.
+    tune_arm: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -121,6 +124,15 @@ class RunRecord:
     # The test split's confusion matrix: {"split", "classes", "matrix" (counts, rows the true class),
     # "picture" (its PNG's file name in the run dir, absent when drawing failed)}. None before schema 3.
     confusion: dict | None = None
+    # Per split ("val", "test"): one row per class, {"class", "precision", "recall", "f1", "support"}
+    # (utils/confusion.py, per_class_scores). None before schema 4.
+    per_class: dict | None = None
+    # {"bins", "val", "test": {"ece", "table": per bin lower, upper, count, confidence, accuracy},
+    # "picture": the test diagram's file name}. None before schema 4.
+    reliability: dict | None = None
+    # eval.calibrate's result (engine/calibration.py): method, temperature, the split it was fitted
+    # on, per split ECE/NLL/Brier before and after, the calibrated checkpoint; None when not asked.
+    calibration: dict | None = None
     provenance: dict = field(default_factory=dict)  # code commit, library versions, machine
     schema: int = SCHEMA_VERSION
     extra: dict = field(default_factory=dict)

@@ -18,6 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab.config.tuning import ARMS, SEARCH_ARM
 from transferlab.errors import ConfigError
 
 _MISSING = object()
@@ -225,6 +226,10 @@ RULES: dict[str, Rule] = {
     "model.head.hidden": Rule("int", low=1),
     "model.head.dropout": Rule("float", low=0.0, high=1.0, high_open=True),
     "model.backbone_lr_scale": Rule("float", low=0.0, low_open=True),
+    "tune.arm": Rule("str", choices=ARMS, nullable=True, hint="set by experiment=tuned_compare on the jobs it launches; null otherwise"),
+    "tune.trials": Rule("int", low=1, hint="Optuna trials per strategy in experiment=tuned_compare"),
+    "eval.calibrate": Rule("str", choices=("none", "temperature"),
+                           hint="temperature fits one T on validation after the test; none leaves the logits as trained"),
 }
 
 
@@ -268,3 +273,6 @@ def check_config(cfg: DictConfig) -> None:
     """The keys of RULES and those the config's choices bring, against their rules."""
     check_rules(cfg, RULES)
     check_rules(cfg, choice_rules(cfg))
+    if OmegaConf.select(cfg, "tune.arm") == SEARCH_ARM and cfg.get("test", True):
+        raise ConfigError("tune.arm=search is a tuning trial, scored on validation only, and test=true would test it: "
+                          "set test=false (experiment=tuned_compare does), or drop tune.arm")

@@ -21,6 +21,7 @@ from transferlab.data.arrays import ImageArrays
 from transferlab.data.batch import Batch, BatchTransform, SemiBatch
 from transferlab.data.class_balance import SAMPLERS, balanced_sample_weights, class_counts, skew_fractions, warn_balanced_subset
 from transferlab.data.loaders import batch_loader
+from transferlab.data.sealed import SealedSplit
 from transferlab.data.sources import SourceContext, load_source
 from transferlab.data.images.storage import Storage, human_bytes
 from transferlab.data.images.stream_store import StreamedImages
@@ -64,6 +65,7 @@ class TransferDataModule(pl.LightningDataModule):
         use_unlabeled: bool = True,
         sampler: str = "natural",
         skew: dict | None = None,
+        seal_test: bool = False,
     ):
         super().__init__()
         check_choice(unlabeled, unlabeled_max)
@@ -106,6 +108,8 @@ class TransferDataModule(pl.LightningDataModule):
         self.sampler = sampler
         # {class: fraction}: the training pool cut before any carving, to make a skewed data set on purpose.
         self.skew = dict(skew or {})
+        # A tuning trial (tune.arm=search): the test split is replaced by one that cannot be read.
+        self.seal_test = seal_test
         self.splits: dict[str, ImageArrays] = {}
         self.classes: list[str] = []
         self.pool_counts: torch.Tensor | None = None  # per class, the training pool the subset is drawn from
@@ -168,6 +172,9 @@ class TransferDataModule(pl.LightningDataModule):
         )
         if unlabeled is not None:
             log.info("data %s: unlabeled (data.unlabeled=%s) %d %s, labels hidden", self.source, self.unlabeled, len(unlabeled), unit)
+        if self.seal_test:
+            self.splits["test"] = SealedSplit(len(self.splits["test"]), "tune.arm=search")
+            log.info("data %s: the test split is sealed for this tuning trial", self.source)
         log.info("data %s %s", self.source, self.held_bytes_text())
 
     def _with_target(self, splits, context):

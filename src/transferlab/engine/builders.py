@@ -9,6 +9,7 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab.config.tuning import SEARCH_ARM
 from transferlab.data.caches.token_cache import CachedTokenize, TokenCache
 from transferlab.data.datamodule import TransferDataModule
 from transferlab.data.images.storage import Storage
@@ -114,6 +115,7 @@ def datamodule_for(cfg: DictConfig, transform, storage_size: int, tokenize=None,
         # Natural and whole where the keys are missing: a run from before them resumes on its own data.
         sampler=str(d.get("sampler") or "natural"),
         skew=plain(d.get("skew")) or None,
+        seal_test=OmegaConf.select(cfg, "tune.arm") == SEARCH_ARM,
     )
 
 

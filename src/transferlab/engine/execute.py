@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from transferlab.data.caches.feature_cache import FeatureCache, FeatureDataModule, state_dict_digest
 from transferlab.finetune import classical
 from transferlab.engine.assemble import Run
+from transferlab.engine.calibration import calibrate_tested, calibration_method, wants_temperature
 from transferlab.engine.builders import planned_epochs
 from transferlab.engine.trainer import finetune_callback, make_trainer
 from transferlab.utils.run_stats import RunStats
@@ -42,8 +43,11 @@ class Outcome:
     trained: dict = field(default_factory=dict)
     max_trainable_params: int = 0
     global_zero: bool = True  # this process writes the record (under DDP the job's process does)
-    # The test split's counts, rows the true class; recording.py writes them and their picture when set.
-    confusion: list[list[int]] | None = None
+    # Per split (val, test), the counts, rows the true class, and the confidence bins' table;
+    # recording.py writes them, the per-class scores and their pictures.
+    confusions: dict = field(default_factory=dict)
+    reliability: dict = field(default_factory=dict)
+    calibration: dict | None = None  # eval.calibrate's entry (engine/calibration.py)
 
 
 def _metrics(results: dict, stage: str) -> dict:
@@ -134,16 +138,20 @@ def fit_and_test(cfg: DictConfig, run: Run, resume_from: Path | None = None) -> 
     if last_phase is not None:
         trained["last_phase"] = last_phase.get("solver", "last phase")
 
-    test, test_s = {}, 0.0
+    test, test_s, calibration = {}, 0.0, None
     if cfg.get("test", True):
+        module.keep_logits = wants_temperature(cfg)
         t0 = time.perf_counter()
         results = trainer.test(module, datamodule=loop_data, ckpt_path=best or None, verbose=False)
         test_s = time.perf_counter() - t0
         test = _metrics(results[0] if results else {}, "test")
+        if module.keep_logits:
+            calibration = calibrate_tested(cfg, module, trainer, loop_data)
     return Outcome(
         val=val, test=test, best_checkpoint=best or None, stats=stats, test_s=test_s, features=features,
         first_phase=first_phase, last_phase=last_phase, trained=trained, max_trainable_params=max_trainable,
-        global_zero=trainer.is_global_zero, confusion=module.test_confusion,
+        global_zero=trainer.is_global_zero, confusions=dict(module.confusions), reliability=dict(module.reliability),
+        calibration=calibration,
     )
 
 
@@ -172,14 +180,20 @@ def fit_classical(cfg: DictConfig, run: Run) -> Outcome:
     t0 = time.perf_counter()
     model = run.strategy.fit_classical(dm.splits["train"], dm.splits["val"], dm.num_classes)
     stats.fit_s = time.perf_counter() - t0
-    val, _ = classical.scores(model, dm.splits["val"], dm.num_classes)
-    test, test_s, confusion = {}, 0.0, None
+    scored = {"val": classical.scores(model, dm.splits["val"], dm.num_classes)}
+    test_s = 0.0
     if cfg.get("test", True):
         t0 = time.perf_counter()
-        test, confusion = classical.scores(model, dm.splits["test"], dm.num_classes)
+        scored["test"] = classical.scores(model, dm.splits["test"], dm.num_classes)
         test_s = time.perf_counter() - t0
+    calibration = None
+    if wants_temperature(cfg):
+        log.warning("eval.calibrate=temperature: strategy=%s has no logits to scale; it is left as fitted", run.strategy.name)
+        calibration = {"method": calibration_method(cfg), "skipped": f"strategy={run.strategy.name} has no network"}
     path = classical.save_model(model, Path(cfg.paths.output_dir) / "checkpoints" / f"{run.strategy.name}.pkl")
     trained = {"optimizer_steps": 0, "units": {}, "untrained": [], "first_phase": run.strategy.name}
-    return Outcome(val=val, test=test, best_checkpoint=path, stats=stats, test_s=test_s, first_phase=model.summary,
-                   trained=trained, max_trainable_params=model.num_parameters, params_total=model.num_parameters,
-                   confusion=confusion)
+    return Outcome(val=scored["val"].metrics, test=scored["test"].metrics if "test" in scored else {}, best_checkpoint=path,
+                   stats=stats, test_s=test_s, first_phase=model.summary, trained=trained,
+                   max_trainable_params=model.num_parameters, params_total=model.num_parameters,
+                   confusions={k: v.confusion for k, v in scored.items()},
+                   reliability={k: v.reliability for k, v in scored.items()}, calibration=calibration)

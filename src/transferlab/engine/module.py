@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from transferlab.data.batch import Batch, SemiBatch, concat
@@ -17,6 +18,9 @@ from transferlab.finetune.optim import OptimConfig, build_optimizer, build_sched
 from transferlab.finetune.plan import FinetunePlan
 from transferlab.models.backbone import Backbone, count_params
 from transferlab.models.checkpoint import CHECKPOINT_FORMAT, check_fits
+from transferlab.utils.probabilities import ReliabilityBins, brier_per_example, nll_per_example
+
+EVAL_STAGES = ("val", "test")
 
 
 def planned_steps(trainer: pl.Trainer, batches_per_epoch: int) -> int:
@@ -73,17 +77,28 @@ class TransferModule(pl.LightningModule):
             {
                 **{
                     f"{stage}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
-                    for stage in ("val", "test")
+                    for stage in EVAL_STAGES
                     for name, k in (("acc", 1), ("acc_top5", min(5, num_classes)))
                 },
                 # Accuracy hides a classifier that ignores a small class; macro-F1 weighs each class alike.
-                **{f"{stage}_f1_macro": MulticlassF1Score(num_classes, average="macro") for stage in ("val", "test")},
-                # Counts, rows the true class: the record's matrix and picture (recording.py).
-                "test_confusion": MulticlassConfusionMatrix(num_classes),
+                **{f"{stage}_f1_macro": MulticlassF1Score(num_classes, average="macro") for stage in EVAL_STAGES},
+                # Whether the probabilities mean anything, not only the argmax: per-example means
+                # and the confidence bins the ECE and reliability diagram come from.
+                **{f"{stage}_{name}": MeanMetric() for stage in EVAL_STAGES for name in ("nll", "brier")},
+                **{f"{stage}_reliability": ReliabilityBins() for stage in EVAL_STAGES},
+                # Counts, rows the true class: the record's matrix, per-class scores and picture (recording.py).
+                **{f"{stage}_confusion": MulticlassConfusionMatrix(num_classes) for stage in EVAL_STAGES},
             }
         )
-        # The last test's confusion matrix, synced over DDP ranks like the metrics above; None before a test.
-        self.test_confusion: list[list[int]] | None = None
+        # Per stage, the last epoch's confusion matrix and reliability table, synced over DDP ranks
+        # like the metrics above; absent before that stage ran.
+        self.confusions: dict[str, list[list[int]]] = {}
+        self.reliability: dict[str, list[dict]] = {}
+        # Post-hoc temperature scaling (engine/calibration.py): the scored logits are divided by it.
+        self.temperature: float | None = None
+        # While set, each eval step's scored logits and labels are kept here (calibration reads them).
+        self.keep_logits = False
+        self.kept: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.total_steps: int | None = None  # optimizer steps of the whole fit, set with the optimizer
         # Train mode throughout, as a new module is: Lightning keeps each submodule's mode as it finds
         # it, and some libraries hand out pre-trained networks in eval mode (transformers'
@@ -158,18 +173,30 @@ class TransferModule(pl.LightningModule):
             f"lower strategy.lr (now {self.plan.config.lr:g}), or check the data"
         )
 
-    def _eval_step(self, stage: str, batch: Batch) -> None:
+    def scored_logits(self, batch: Batch) -> torch.Tensor:
+        """The logits val and test score: mirror-averaged under tta_hflip, divided by the fitted
+        temperature where there is one. Every eval metric reads these."""
         logits = self(batch)
         if self.tta_hflip and batch.images is not None:
             logits = (logits + self(batch.with_inputs(images=batch.images.flip(-1)))) / 2
+        return logits / self.temperature if self.temperature else logits
+
+    def _eval_step(self, stage: str, batch: Batch) -> None:
+        logits = self.scored_logits(batch)
         y = batch.labels
         loss = F.cross_entropy(logits, y)
         for name in ("acc", "acc_top5", "f1_macro"):
             metric = self.metrics[f"{stage}_{name}"]
             metric.update(logits, y)
             self.log(f"{stage}/{name}", metric, on_epoch=True, prog_bar=name == "acc", batch_size=len(y))
-        if stage == "test":  # the logits counted are the ones scored, mirror-averaged under tta_hflip
-            self.metrics["test_confusion"].update(logits, y)
+        for name, per_example in (("nll", nll_per_example), ("brier", brier_per_example)):
+            metric = self.metrics[f"{stage}_{name}"]
+            metric.update(per_example(logits.detach(), y).float())
+            self.log(f"{stage}/{name}", metric, on_epoch=True, batch_size=len(y))
+        self.metrics[f"{stage}_reliability"].update(logits, y)
+        self.metrics[f"{stage}_confusion"].update(logits, y)
+        if self.keep_logits:
+            self.kept.setdefault(stage, []).append((logits.detach().cpu(), y.detach().cpu()))
         # Averaged over DDP ranks like the accuracies (torchmetrics sync on compute); no-op on 1 process.
         self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(y), sync_dist=True)
 
@@ -179,25 +206,51 @@ class TransferModule(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         self._eval_step("test", batch)
 
+    def _reset_counts(self, stage: str) -> None:
+        for name in ("reliability", "confusion"):
+            self.metrics[f"{stage}_{name}"].reset()
+
+    def _start_eval_epoch(self, stage: str) -> None:
+        self._reset_counts(stage)
+        self.kept.pop(stage, None)
+
+    def _end_eval_epoch(self, stage: str) -> None:
+        # compute() gathers every rank's sums and counts, so each rank holds the whole split's.
+        bins = self.metrics[f"{stage}_reliability"].compute()
+        self.log(f"{stage}/ece", bins["ece"], on_epoch=True)
+        self.reliability[stage] = bins["table"]
+        self.confusions[stage] = self.metrics[f"{stage}_confusion"].compute().cpu().tolist()
+        self._reset_counts(stage)
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval_epoch("val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_eval_epoch("val")
+
     def on_test_epoch_start(self) -> None:
-        self.metrics["test_confusion"].reset()
-        self.test_confusion = None
+        self._start_eval_epoch("test")
 
     def on_test_epoch_end(self) -> None:
-        # compute() gathers every rank's counts, so each rank holds the whole split's matrix.
-        self.test_confusion = self.metrics["test_confusion"].compute().cpu().tolist()
-        self.metrics["test_confusion"].reset()
+        self._end_eval_epoch("test")
+
+    @property
+    def test_confusion(self) -> list[list[int]] | None:
+        """The last test's confusion matrix; None before a test."""
+        return self.confusions.get("test")
 
     # Under spawned DDP ranks (utils/ddp.py) the test ran on a copy of this module: rank 0 sends the
-    # matrix back to the job's process, which writes the record.
+    # matrices and tables back to the job's process, which writes the record.
     def rank_zero_state(self, trainer) -> dict:
-        return {"test_confusion": self.test_confusion}
+        return {"confusions": self.confusions, "reliability": self.reliability}
 
     def load_rank_zero_state(self, trainer, state: dict) -> None:
-        self.test_confusion = state.get("test_confusion")
+        self.confusions = dict(state.get("confusions") or {})
+        self.reliability = dict(state.get("reliability") or {})
 
     def predict_step(self, batch, batch_idx):
-        return self(batch).softmax(-1)
+        logits = self(batch)
+        return (logits / self.temperature if self.temperature else logits).softmax(-1)
 
     # --- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self):

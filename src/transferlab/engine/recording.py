@@ -6,9 +6,10 @@ to train took an optimizer step (a task=mlm run: any step), and the checkpoint i
 wrote. Debug runs (fast_dev_run, overfit_batches) are recorded as `debug`: they check that a setup
 runs, they are not results.
 
-Where the Outcome carries a test confusion matrix, the record holds it with the class names, and
-its picture is drawn beside metrics.json; a picture that cannot be drawn costs a warning, never the
-record.
+Where the Outcome carries a test confusion matrix, the record holds it with the class names, the
+per-class precision, recall and F1 of each split that has one, and the reliability tables; the
+matrix's picture and the test reliability diagram are drawn beside metrics.json. A picture that
+cannot be drawn costs a warning, never the record.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from transferlab.engine.tasks import MLM, task_of
 from transferlab.errors import output_error
 from transferlab.models.backbone import count_params, find_kind, kind_name
 from transferlab.record import COMPLETED, DEBUG, FAILED, Params, RunConfig, RunRecord, Timing
-from transferlab.utils.confusion import PICTURE_FILE, draw_confusion
+from transferlab.utils.confusion import PICTURE_FILE, draw_confusion, per_class_scores
+from transferlab.utils.probabilities import N_BINS, ece_of_table, draw_reliability
+from transferlab.utils.probabilities import PICTURE_FILE as RELIABILITY_FILE
 from transferlab.utils.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,7 @@ def run_config(cfg: DictConfig, choices: dict, run: Run | None = None) -> RunCon
         solver=_get(strategy_cfg, "solver"),
         strategy_args=strategy.knobs() if strategy is not None else {},
         task=_task(cfg),
+        tune_arm=_get(cfg.get("tune"), "arm"),
     )
 
 
@@ -129,6 +133,9 @@ def completed_record(cfg: DictConfig, run: Run, outcome: Outcome, *, choices: di
         mlm=run.pretrain,
         confusion=confusion_entry(run, outcome),
         imbalance=imbalance_entry(cfg, run.datamodule, run.module.loss_terms),
+        per_class=per_class_entry(run, outcome),
+        reliability=reliability_entry(outcome),
+        calibration=outcome.calibration,
         provenance=provenance(CONFIG_DIR.parent),
     )
     if outcome.features is not None:
@@ -176,9 +183,23 @@ def mlm_record(cfg: DictConfig, mlm: MLMRun, *, choices: dict, overrides: list[s
 
 
 def confusion_entry(run: Run, outcome: Outcome) -> dict | None:
-    if outcome.confusion is None:
+    matrix = outcome.confusions.get("test")
+    if matrix is None:
         return None
-    return {"split": "test", "classes": [str(c) for c in run.datamodule.classes], "matrix": outcome.confusion}
+    return {"split": "test", "classes": [str(c) for c in run.datamodule.classes], "matrix": matrix}
+
+
+def per_class_entry(run: Run, outcome: Outcome) -> dict | None:
+    classes = [str(c) for c in run.datamodule.classes]
+    entry = {split: per_class_scores(matrix, classes) for split, matrix in outcome.confusions.items()}
+    return entry or None
+
+
+def reliability_entry(outcome: Outcome) -> dict | None:
+    if not outcome.reliability:
+        return None
+    return {"bins": N_BINS, **{split: {"ece": ece_of_table(table), "table": table}
+                               for split, table in outcome.reliability.items()}}
 
 
 def confusion_title(record: RunRecord) -> str:
@@ -191,20 +212,34 @@ def confusion_title(record: RunRecord) -> str:
     return f"{model} · {strategy} · {c.data}\n" + " · ".join(scores)
 
 
-def draw_confusion_picture(record: RunRecord, run_dir: Path) -> None:
-    """The record's confusion matrix drawn as run_dir/confusion_matrix.png; the record names the
-    picture only once it is written, so a report never links one that is not there."""
-    confusion = record.confusion
-    if not confusion:
-        return
-    confusion.pop("picture", None)  # a reused record's picture is drawn again in this run dir
+def _draw_picture(entry: dict, draw, path: Path, what: str) -> None:
+    """`draw(path)`, and the entry names the picture only once it is written, so a report never
+    links one that is not there."""
+    entry.pop("picture", None)  # a reused record's picture is drawn again in this run dir
     try:
-        draw_confusion(confusion["matrix"], confusion["classes"], confusion_title(record), run_dir / PICTURE_FILE)
+        draw(path)
     except Exception as e:  # the results matter more than their picture
-        log.warning("could not draw the confusion matrix into %s (%s: %s); metrics.json still holds its counts",
-                    run_dir / PICTURE_FILE, type(e).__name__, e)
+        log.warning("could not draw the %s into %s (%s: %s); metrics.json still holds its numbers", what, path,
+                    type(e).__name__, e)
         return
-    confusion["picture"] = PICTURE_FILE
+    entry["picture"] = path.name
+
+
+def draw_reliability_picture(record: RunRecord, run_dir: Path) -> None:
+    """The test split's reliability diagram drawn as run_dir/reliability.png."""
+    table = ((record.reliability or {}).get("test") or {}).get("table")
+    if table:
+        _draw_picture(record.reliability, lambda path: draw_reliability(table, path, confusion_title(record)),
+                      run_dir / RELIABILITY_FILE, "reliability diagram")
+
+
+def draw_confusion_picture(record: RunRecord, run_dir: Path) -> None:
+    """The record's confusion matrix drawn as run_dir/confusion_matrix.png."""
+    confusion = record.confusion
+    if confusion:
+        _draw_picture(confusion, lambda path: draw_confusion(confusion["matrix"], confusion["classes"],
+                                                             confusion_title(record), path),
+                      run_dir / PICTURE_FILE, "confusion matrix")
 
 
 def failure_record(cfg: DictConfig, error: BaseException, status: str, overrides: list[str], choices: dict) -> RunRecord:
@@ -239,6 +274,7 @@ def write_record(cfg: DictConfig, record: RunRecord) -> None:
     read-only disk the finished run's results are printed as one JSON line first, so they are never lost."""
     path = record_path(cfg)
     draw_confusion_picture(record, path.parent)
+    draw_reliability_picture(record, path.parent)
     try:
         record.write(path)
     except OSError as e:

@@ -8,6 +8,12 @@ import shlex
 from transferlab.models.backbone import kind_name
 
 
+def _temperature_cell(temperature: float | None) -> str:
+    if not temperature:
+        return "none (the logits as trained)"
+    return f"{temperature:.4g}, fitted on validation and folded into the head: softmax(logits) is calibrated"
+
+
 def _pct(value) -> str:
     return f"{100 * float(value):.2f} %" if isinstance(value, (int, float)) else "n/a"
 
@@ -40,6 +46,7 @@ def model_card(trained, payload: dict, output) -> str:
         f"| trained by | `{command}` |",
         f"| transferlab commit | `{source.get('commit') or 'unknown'}` |",
         f"| checkpoint | `{source['checkpoint']}` |",
+        f"| temperature | {_temperature_cell(trained.temperature)} |",
         "",
         "## Use",
         "",

@@ -10,6 +10,7 @@ test with it, records it like any run, and pickles it as the run's checkpoint.
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +20,7 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 
 from transferlab.data.arrays import ImageArrays, TokenArrays
 from transferlab.utils.io import atomic_write
+from transferlab.utils.probabilities import probability_scores, reliability_of
 
 
 class ClassicalModel(Protocol):
@@ -29,18 +31,27 @@ class ClassicalModel(Protocol):
         """Log-probabilities [N, num_classes] of a split."""
 
 
-def scores(model: ClassicalModel, arrays, num_classes: int) -> tuple[dict, list[list[int]]]:
-    """The metrics the module logs for a network (accuracy, top-5, macro-F1, loss) and the
-    confusion matrix (rows true, columns predicted), for a classical model."""
+@dataclass
+class Scores:
+    metrics: dict
+    confusion: list[list[int]]  # rows true, columns predicted
+    reliability: list[dict]  # the confidence bins' table (utils/probabilities.py)
+
+
+def scores(model: ClassicalModel, arrays, num_classes: int) -> Scores:
+    """The metrics the module logs for a network (accuracy, top-5, macro-F1, loss, ECE, NLL,
+    Brier), the confusion matrix and the reliability table, for a classical model."""
     logp = model.log_proba(arrays).float()
     y = arrays.labels
+    bins = reliability_of(logp, y)
     metrics = {
         "acc": float(multiclass_accuracy(logp, y, num_classes, average="micro")),
         "acc_top5": float(multiclass_accuracy(logp, y, num_classes, top_k=min(5, num_classes), average="micro")),
         "f1_macro": float(multiclass_f1_score(logp, y, num_classes, average="macro")),
         "loss": float(F.nll_loss(logp, y)),
+        **probability_scores(logp, y),
     }
-    return metrics, multiclass_confusion_matrix(logp, y, num_classes).tolist()
+    return Scores(metrics, multiclass_confusion_matrix(logp, y, num_classes).tolist(), bins["table"])
 
 
 def save_model(model: ClassicalModel, path: Path) -> str:

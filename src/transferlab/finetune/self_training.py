@@ -27,6 +27,10 @@ from transferlab.finetune.temperature import fit_temperature
 
 log = logging.getLogger(__name__)
 
+# Wider than the run-level calibration's T_BOUNDS: the probe's temperature only ranks confidences
+# against the threshold, and these bounds keep the rounds what they were before the bounds existed.
+PROBE_T_BOUNDS = (1e-4, 1e4)
+
 
 def select_pseudo_labels(probs: torch.Tensor, threshold: float, per_class_cap: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(indices, labels) of the rows of `probs` [N, C] whose top probability is above `threshold`;
@@ -97,7 +101,7 @@ def self_train(
     rows = [_row(0, probe, torch.empty(0, dtype=torch.long), num_classes)]
     best, best_round = probe, 0
     for r in range(1, rounds + 1):
-        temperature = fit_temperature(logits(probe, val_x), val_y) if calibrate else 1.0
+        temperature = fit_temperature(logits(probe, val_x), val_y, bounds=PROBE_T_BOUNDS) if calibrate else 1.0
         probs = torch.softmax(logits(probe, unlabeled_x) / temperature, dim=1)
         idx, pseudo = select_pseudo_labels(probs, threshold, per_class_cap)
         if len(idx) == 0:

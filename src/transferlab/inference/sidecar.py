@@ -44,7 +44,9 @@ def sidecar_payload(trained, fmt: str, files: dict[str, str], verification: dict
             "in_chans": int(spec["in_chans"]),
             "crop_pct": float(spec["crop_pct"]),
         },
-        "output": {"name": "logits", "softmax": False},
+        # A fitted temperature is already inside the logits (the head is scaled by 1/T): it is
+        # named here so a reader knows softmax(logits) is the calibrated probability.
+        "output": {"name": "logits", "softmax": False, "temperature": trained.temperature},
         "tta_hflip": trained.tta_hflip,
         "verification": verification,
         "source": {

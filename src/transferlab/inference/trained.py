@@ -17,10 +17,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from transferlab.engine.assemble import make_model
+from transferlab.engine.calibration import stored_temperature
 from transferlab.engine.module import TransferModule
 from transferlab.engine.resume import LAST, checkpoint_in
 from transferlab.errors import CheckpointError, TransferlabError
 from transferlab.models.checkpoint import check_fits, read_checkpoint
+from transferlab.models.heads import scaled_head
 from transferlab.record import RunRecord, read_record
 from transferlab.run_dirs import task_run_dirs
 
@@ -28,7 +30,8 @@ log = logging.getLogger(__name__)
 
 
 def resolve_checkpoint(ref: str | Path, log_dir: str | Path = "logs") -> tuple[Path, Path | None]:
-    """(checkpoint, run dir). A run dir gives the checkpoint its run tested (metrics.json's
+    """(checkpoint, run dir). A run dir gives its calibrated.ckpt where the run fitted a
+    temperature (the tested weights with it), else the checkpoint its run tested (metrics.json's
     best_checkpoint), else its last.ckpt; `last` is the newest run under log_dir, of any task, that
     left a last.ckpt."""
     if str(ref) == "last":
@@ -44,10 +47,9 @@ def resolve_checkpoint(ref: str | Path, log_dir: str | Path = "logs") -> tuple[P
 
 def _in_run_dir(run_dir: Path) -> Path:
     record = read_record(run_dir)
-    tested = Path(record.best_checkpoint) if record and record.best_checkpoint else None
-    if tested is not None and not tested.is_absolute():
-        tested = run_dir / tested
-    if tested is not None:
+    named = [(record.calibration or {}).get("checkpoint"), record.best_checkpoint] if record else []
+    for ref in filter(None, named):
+        tested = Path(ref) if Path(ref).is_absolute() else run_dir / ref
         for candidate in (tested, run_dir / "checkpoints" / tested.name):  # the second: a run dir that was moved
             if candidate.is_file():
                 return candidate
@@ -70,6 +72,7 @@ class Trained:
     checkpoint: Path
     run_dir: Path | None
     record: RunRecord | None
+    temperature: float | None = None  # eval.calibrate=temperature's, from calibrated.ckpt
 
     @property
     def preprocess(self) -> dict:
@@ -92,9 +95,11 @@ class Trained:
         return self.module.strategy.name
 
     def network(self) -> "InferenceNetwork":
-        """The model as one plain network (adapters merged) on normalised inputs: what export traces."""
+        """The model as one plain network (adapters merged) on normalised inputs: what export traces.
+        A fitted temperature is folded into the head, so every format's logits are the calibrated ones."""
         backbone = self.module.strategy.deployable(copy.deepcopy(self.module.backbone)).eval()
-        return InferenceNetwork(backbone, copy.deepcopy(self.module.head).eval(), tta_hflip=self.tta_hflip)
+        head = scaled_head(self.module.head, 1 / self.temperature) if self.temperature else copy.deepcopy(self.module.head)
+        return InferenceNetwork(backbone, head.eval(), tta_hflip=self.tta_hflip)
 
 
 class InferenceNetwork(nn.Module):
@@ -143,5 +148,8 @@ def load_trained(ref: str | Path, log_dir: str | Path = "logs") -> Trained:
     )
     module.load_state_dict(ckpt["state_dict"])
     module.eval()
-    log.info("loaded %s (%s, strategy %s, %d classes)", ckpt_path, config.model.name, module.strategy.name, len(classes))
-    return Trained(module, config, classes, ckpt_path, run_dir, read_record(run_dir) if run_dir else None)
+    temperature = stored_temperature(ckpt)
+    module.temperature = temperature  # the module's own val/test scoring divides by it too
+    log.info("loaded %s (%s, strategy %s, %d classes%s)", ckpt_path, config.model.name, module.strategy.name, len(classes),
+             f", temperature {temperature:.4g}" if temperature else "")
+    return Trained(module, config, classes, ckpt_path, run_dir, read_record(run_dir) if run_dir else None, temperature)

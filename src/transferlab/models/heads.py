@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+
+import torch
 from torch import nn
 
 from transferlab.errors import ConfigError
@@ -20,3 +23,18 @@ def build_head(kind: str, in_features: int, num_classes: int, hidden: int = 256,
             nn.Linear(hidden, num_classes),
         )
     raise ConfigError(f"model.head.type={kind!r} is not a head: use linear or mlp")
+
+
+def scaled_head(head: nn.Module, scale: float) -> nn.Module:
+    """A copy of `head` whose logits are `scale` times the original's: the output layer's weight and
+    bias scaled, so temperature scaling (scale = 1/T) travels inside the network to every export
+    format with no layer of its own. Both head types end in that linear layer."""
+    out = copy.deepcopy(head)
+    last = out[-1] if isinstance(out, nn.Sequential) and len(out) else None
+    if not isinstance(last, nn.Linear):
+        raise TypeError(f"a head whose last layer is a Linear is scaled; this one ends in {type(last).__name__}")
+    with torch.no_grad():
+        last.weight.mul_(scale)
+        if last.bias is not None:
+            last.bias.mul_(scale)
+    return out

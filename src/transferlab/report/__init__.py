@@ -10,8 +10,10 @@
   where records hold a test confusion matrix (schema 3), a link to each counted run's picture (its
   run's name where a reader could not follow the link: report/links.py) and the per-class recall
   of each size's best strategy (the matrices stay out of the CSV, which gets the picture's path,
-  ``confusion_png``);
-- ``acc_vs_size.png``, ``acc_vs_time.png``, ``params_by_strategy.png``.
+  ``confusion_png``); beside it each run's test ECE and its reliability diagram (schema 4,
+  ``reliability_png``); the groups' table has test ECE and NLL mean ± std;
+- ``acc_vs_size.png``, ``acc_vs_time.png``, ``params_by_strategy.png``: each strategy one colour
+  and marker in every plot (plots.strategy_styles).
 
 Paths in the CSV and markdown are relative to OUT. The steps, one module each: collect (walk the
 dirs, one row per job; experiments tells which jobs are one experiment), summarize (groups),
@@ -67,9 +69,10 @@ def write_report(dirs: Sequence[str | Path], out: str | Path | None = None) -> R
     runs, scale = completed_runs(jobs)
     groups = summarize(runs)
     comparisons = compare(runs, groups)
+    styles = plots.strategy_styles(runs["strategy"])  # one look per strategy across the report's plots
     figures = {
-        "acc_vs_size": plots.acc_vs_size(groups, scale),
-        "acc_vs_time": plots.acc_vs_time(groups, runs, scale),
+        "acc_vs_size": plots.acc_vs_size(groups, scale, styles),
+        "acc_vs_time": plots.acc_vs_time(groups, runs, scale, styles),
         "params_by_strategy": plots.params_by_strategy(runs),
     }
 

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from transferlab.config.overrides import parse_all, read_overrides
+from transferlab.config.tuning import SEARCH_ARM
 from transferlab.errors import TransferlabError
 from transferlab.record import FAILED, METRICS_FILE, RecordError, RunRecord
 from transferlab.report.experiments import identify, run_time
@@ -33,6 +34,9 @@ METRIC_PREFIXES = ("test", "val", "params", "time")
 # A record's confusion matrix stays whole in this column for per-class recall; a matrix of many
 # classes is no CSV cell, so the CSV gets the picture's path (CONFUSION_PNG) instead.
 CONFUSION, CONFUSION_PNG = "confusion", "confusion_png"
+# The reliability tables and per-class rows are many numbers a run: the CSV gets the test
+# diagram's path, and the split-level ECE, NLL and Brier are already among test.* and val.*.
+RELIABILITY, RELIABILITY_PNG, PER_CLASS = "reliability", "reliability_png", "per_class"
 # Columns for the report's own use, not written to results.csv.
 IN_MEMORY = ("mtime", CONFUSION)
 
@@ -59,7 +63,7 @@ def collect(dirs: Iterable[str | Path]) -> pd.DataFrame:
             if job_dir not in seen:
                 seen.add(job_dir)
                 rows.append(_row_unfinished(job_dir, root))
-    rows = _without_reused_copies(rows)
+    rows = _without_search_trials(_without_reused_copies(rows))
     if not rows:
         return pd.DataFrame(columns=[*FIRST, *LAST])
     return identify(_ordered(pd.DataFrame(rows)))
@@ -140,7 +144,12 @@ def _row_from_record(path: Path, root: Path, job_dir: Path) -> dict[str, Any]:
         return row
 
     data = record.to_dict()
-    row.update(_confusion_columns(data.pop(CONFUSION, None), path.parent))
+    confusion = data.pop(CONFUSION, None)
+    if isinstance(confusion, dict):
+        row[CONFUSION] = confusion
+    row.update(_picture_column(confusion, path.parent, CONFUSION_PNG))
+    row.update(_picture_column(data.pop(RELIABILITY, None), path.parent, RELIABILITY_PNG))
+    data.pop(PER_CLASS, None)
     # Config values are the grouping keys, so they get plain column names.
     for k, v in data.pop("config").items():
         _flatten(k if k not in row and k not in data else f"config.{k}", v, row)
@@ -157,16 +166,13 @@ def _row_from_record(path: Path, root: Path, job_dir: Path) -> dict[str, Any]:
     return row
 
 
-def _confusion_columns(confusion: Any, run_dir: Path) -> dict[str, Any]:
-    """The matrix, and its picture's path where the record names one that is there (it lies beside
-    metrics.json, so a moved run dir still finds it)."""
-    if not isinstance(confusion, dict):
-        return {}
-    columns: dict[str, Any] = {CONFUSION: confusion}
-    picture = confusion.get("picture")
+def _picture_column(entry: Any, run_dir: Path, column: str) -> dict[str, Any]:
+    """{column: the picture's path} where the record's entry names one that is there (it lies beside
+    metrics.json, so a moved run dir still finds it); records before schema 3 or 4 have none."""
+    picture = entry.get("picture") if isinstance(entry, dict) else None
     if isinstance(picture, str) and picture and (run_dir / picture).is_file():
-        columns[CONFUSION_PNG] = str(run_dir / picture)
-    return columns
+        return {column: str(run_dir / picture)}
+    return {}
 
 
 def _row_unfinished(job_dir: Path, root: Path) -> dict[str, Any]:
@@ -175,6 +181,12 @@ def _row_unfinished(job_dir: Path, root: Path) -> dict[str, Any]:
            "overrides": " ".join(overrides)}
     row.update(_config_from_overrides(overrides))
     return row
+
+
+def _without_search_trials(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # A tuned comparison's trials were never tested (their settings are in its tuning.md); the
+    # report's rows are its default and tuned arms.
+    return [r for r in rows if r.get("tune_arm") != SEARCH_ARM]
 
 
 def _without_reused_copies(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from transferlab.config.tuning import TUNED_ARM
 from transferlab.record import COMPLETED
 from transferlab.report.columns import is_missing, numeric, text
 
@@ -107,9 +108,14 @@ def strategy_labels(jobs: pd.DataFrame) -> pd.Series:
     tapt = jobs["task"] == "tapt" if "task" in jobs else pd.Series(False, index=jobs.index)
     for i in jobs.index[tapt.fillna(False).astype(bool)]:
         parts[i].append("task=tapt")
+    # A tuned comparison's tuned arm is a row of its own beside the default one; the settings it
+    # chose are in the sweep's tuning.md, not the label.
+    arm = jobs["tune_arm"].map(lambda a: text(a, missing="")) if "tune_arm" in jobs else pd.Series("", index=jobs.index)
+    for i in jobs.index[arm == TUNED_ARM]:
+        parts[i].append(TUNED_ARM)
 
     done = jobs["status"] == COMPLETED
-    keys = [jobs[k].map(text) for k in ("model", "data", "size")] + [pd.Series(base, index=jobs.index), variant.map(text)]
+    keys = [jobs[k].map(text) for k in ("model", "data", "size")] + [pd.Series(base, index=jobs.index), variant.map(text), arm]
     settings = setting_columns(jobs)
     for _, group in jobs[done].groupby([k[done] for k in keys], sort=False, dropna=False):
         for col in settings:

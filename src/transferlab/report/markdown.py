@@ -13,8 +13,9 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
+from transferlab.config.tuning import TUNING_MARKDOWN
 from transferlab.record import COMPLETED
-from transferlab.report.collect import CONFUSION, CONFUSION_PNG
+from transferlab.report.collect import CONFUSION, CONFUSION_PNG, RELIABILITY_PNG
 from transferlab.report.columns import is_missing, numeric, text
 from transferlab.report.experiments import DUPLICATE, GROUP_KEYS, example_noun, size_phrase
 from transferlab.report.links import linkable, run_name
@@ -99,10 +100,11 @@ def _verdicts(comparisons: pd.DataFrame, noun: str) -> list[str]:
 
 def _all_groups(groups: pd.DataFrame, unit: str, noun: str) -> list[str]:
     header = ["model", "data", f"{noun}/class", "strategy", "seeds", f"test acc{unit}", f"val acc{unit}",
-              "labels", "unlabeled", "trainable params", "total params", "time (s)", "code"]
+              "test ECE", "test NLL", "labels", "unlabeled", "trainable params", "total params", "time (s)", "code"]
     rows = [
         [r.model, r.data, r.size, _bold(r.strategy, r.best) + (OTHER_ENV if r.other_env else ""), r.seeds or "–",
          _bold(_pm(r.test_mean, r.test_std), r.best), _pm(r.val_mean, r.val_std),
+         _pm(r.ece_mean, r.ece_std, 3), _pm(r.nll_mean, r.nll_std, 3),
          _count(r.labels), _count(r.unlabeled), _count(r.trainable), _count(r.total), _pm(r.time_mean, r.time_std, 1), r.code]
         for r in groups.itertuples()
     ]
@@ -125,7 +127,7 @@ def _with_confusion(jobs: pd.DataFrame) -> pd.DataFrame:
         return jobs.iloc[0:0]
     done = jobs[(jobs["status"] == COMPLETED) & jobs[CONFUSION].map(lambda c: isinstance(c, dict))]
     return done.assign(**{k: done[k].map(text) for k in GROUP_KEYS}, seed=done["seed"].map(text),
-                       _test_acc=numeric(done, "test.acc"))
+                       _test_acc=numeric(done, "test.acc"), _test_ece=numeric(done, "test.ece"))
 
 
 def _counts(confusion: dict) -> tuple[list[str], np.ndarray] | None:
@@ -165,7 +167,8 @@ def _run_rows(runs: pd.DataFrame, g: pd.DataFrame, scale: float, out_dir: str | 
     for r in g.itertuples():
         of_group = runs[(runs["size"] == r.size) & (runs["strategy"] == r.strategy)]
         for job in sorted(of_group.to_dict("records"), key=lambda j: (len(j["seed"]), j["seed"])):
-            rows.append([r.size, r.strategy, job["seed"], _pm(job["_test_acc"] * scale, None), picture_cell(job.get(CONFUSION_PNG), out_dir)])
+            rows.append([r.size, r.strategy, job["seed"], _pm(job["_test_acc"] * scale, None), _pm(job["_test_ece"], None, 3),
+                         picture_cell(job.get(CONFUSION_PNG), out_dir), picture_cell(job.get(RELIABILITY_PNG), out_dir)])
     return rows
 
 
@@ -188,14 +191,15 @@ def _confusions(jobs: pd.DataFrame, groups: pd.DataFrame, scale: float, noun: st
     if runs.empty:
         return []
     unit = " (%)" if scale == 100.0 else ""
-    lines = ["## Confusion matrices", "",
-             "Test split, rows the true class; each picture lies beside its run's metrics.json.", ""]
+    lines = ["## Confusion matrices and reliability diagrams", "",
+             "Test split, rows the true class; each picture lies beside its run's metrics.json. A reliability "
+             "diagram plots accuracy against confidence in 15 bins: bars under the diagonal are overconfidence.", ""]
     for (model, data), g in groups.groupby(["model", "data"], sort=False):
         here = runs[(runs["model"] == model) & (runs["data"] == data)]
         if here.empty:
             continue
         lines += [f"### {model} on {data}", ""]
-        header = [f"{noun}/class", "strategy", "seed", f"test acc{unit}", "confusion matrix"]
+        header = [f"{noun}/class", "strategy", "seed", f"test acc{unit}", "test ECE", "confusion matrix", "reliability"]
         lines += _table(header, _run_rows(here, g, scale, out_dir)) + [""]
         recalls = _best_recalls(here, g, noun)
         if recalls:
@@ -229,6 +233,15 @@ def _failures(jobs: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def _tuning_links(sources: Sequence[str], out_dir: str | Path | None) -> list[str]:
+    """A link to each tuned comparison's own summary (the sweeper writes it into its sweep dir)."""
+    if out_dir is None:
+        return []
+    found = [Path(src) / TUNING_MARKDOWN for src in sources if (Path(out_dir) / src / TUNING_MARKDOWN).is_file()]
+    return [f"Tuned comparison: [{p.as_posix()}]({p.as_posix()}): per strategy the default and the tuned result side by "
+            "side, the settings each search chose, and the verdicts on both arms." for p in found] + ([""] if found else [])
+
+
 def render_markdown(jobs: pd.DataFrame, runs: pd.DataFrame, groups: pd.DataFrame, comparisons: pd.DataFrame,
                     scale: float, sources: Sequence[str], out_dir: str | Path | None = None) -> str:
     """`jobs` with the paths as they should appear (portable.py), relative to `out_dir`, where the
@@ -238,6 +251,7 @@ def render_markdown(jobs: pd.DataFrame, runs: pd.DataFrame, groups: pd.DataFrame
     counts = jobs["status"].value_counts().to_dict() if len(jobs) else {}
     ci = f"{CONFIDENCE:.0%}".replace("%", " %")
     lines = ["# Results", "", "Sources: " + ", ".join(f"`{d}`" for d in sources), ""]
+    lines += _tuning_links(sources, out_dir)
     lines += [
         f"{len(jobs)} jobs: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")
         + ". Values are mean ± std (sample std, ddof=1) over seeds, each seed counted once; "

@@ -8,6 +8,7 @@ needed, and whatever backend the caller's session uses is left alone.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -32,9 +33,30 @@ def _figure(n_panels: int, panel_w: float = 5.2, panel_h: float = 3.9) -> tuple[
     return fig, list(axes[:max(1, n_panels)])
 
 
-def _colors(strategies: Iterable[str]) -> dict[str, Any]:
-    cmap = colormaps["tab10"]
-    return {s: cmap(i % 10) for i, s in enumerate(sorted(set(strategies)))}
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+
+
+@dataclass(frozen=True)
+class Style:
+    color: Any
+    marker: str
+
+
+def _palette(n: int) -> list:
+    """n colours, no two alike: tab20's dark shades first, then its light ones (so up to ten
+    strategies get ten unlike hues), and beyond twenty, hues spaced round the circle."""
+    if n <= 20:
+        tab20 = colormaps["tab20"]
+        return [tab20(i) for i in (*range(0, 20, 2), *range(1, 20, 2))][:n]
+    hsv = colormaps["hsv"]
+    return [hsv(i / n) for i in range(n)]
+
+
+def strategy_styles(names: Iterable[str]) -> dict[str, Style]:
+    """A colour and a marker of its own for every strategy, by sorted name: one report computes it
+    once from all its strategies, so a strategy looks the same in every plot."""
+    ordered = sorted({str(n) for n in names})
+    return {name: Style(color, MARKERS[i % len(MARKERS)]) for i, (name, color) in enumerate(zip(ordered, _palette(len(ordered))))}
 
 
 def _finish(fig: Figure, title: str, handles: dict[str, Any] | None = None) -> Figure:
@@ -85,19 +107,20 @@ def size_series(groups: pd.DataFrame) -> pd.DataFrame:
     return series.sort_values(["model", "data", "strategy", "x"], kind="stable").reset_index(drop=True)
 
 
-def acc_vs_size(groups: pd.DataFrame, scale: float) -> Figure:
+def acc_vs_size(groups: pd.DataFrame, scale: float, styles: dict[str, Style] | None = None) -> Figure:
     title = "Test accuracy vs training images per class (mean ± std over seeds)"
     series = size_series(groups)
     if series.empty:
         return _empty(title, "no completed runs")
-    colors = _colors(series["strategy"])
+    styles = styles or strategy_styles(series["strategy"])
     panels = list(series.groupby(["model", "data"], sort=False))
     fig, axes = _figure(len(panels))
     handles: dict[str, Any] = {}
     for ax, ((model, data), panel) in zip(axes, panels):
         for strategy, line in panel.groupby("strategy", sort=False):
-            handles[strategy] = ax.errorbar(line["x"], line["mean"], yerr=line["std"].fillna(0), marker="o", ms=4,
-                                            capsize=3, lw=1.5, color=colors[strategy], label=strategy)
+            style = styles[strategy]
+            handles[strategy] = ax.errorbar(line["x"], line["mean"], yerr=line["std"].fillna(0), marker=style.marker, ms=5,
+                                            capsize=3, lw=1.5, color=style.color, label=strategy)
         ticks = panel.drop_duplicates("x").sort_values("x")
         ax.set_xscale("log")
         ax.set_xticks(ticks["x"].tolist())
@@ -123,22 +146,24 @@ def time_series(groups: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame,
     return means, points.reset_index(drop=True)
 
 
-def acc_vs_time(groups: pd.DataFrame, runs: pd.DataFrame, scale: float) -> Figure:
+def acc_vs_time(groups: pd.DataFrame, runs: pd.DataFrame, scale: float, styles: dict[str, Style] | None = None) -> Figure:
     title = "Test accuracy vs wall time per run (points: runs; markers: mean per size)"
     means, points = time_series(groups, runs)
     if means.empty:
         return _empty(title, "no completed runs with a wall time")
-    colors = _colors(means["strategy"])
+    styles = styles or strategy_styles(means["strategy"])
     panels = list(means.groupby(["model", "data"], sort=False))
     fig, axes = _figure(len(panels))
     handles: dict[str, Any] = {}
     for ax, ((model, data), panel) in zip(axes, panels):
         for strategy, line in panel.groupby("strategy", sort=False):
-            c = colors[strategy]
+            style = styles[strategy]
+            c = style.color
             p = points[(points["model"] == model) & (points["data"] == data) & (points["strategy"] == strategy)]
-            ax.scatter(p["time"], p["test"], s=12, alpha=0.35, color=c, linewidths=0, label=f"{strategy} runs")
+            ax.scatter(p["time"], p["test"], s=12, alpha=0.35, color=c, marker=style.marker, linewidths=0,
+                       label=f"{strategy} runs")
             handles[strategy] = ax.errorbar(line["time_mean"], line["test_mean"], xerr=line["time_std"].fillna(0),
-                                            yerr=line["test_std"].fillna(0), marker="o", ms=5, capsize=2, lw=1,
+                                            yerr=line["test_std"].fillna(0), marker=style.marker, ms=5, capsize=2, lw=1,
                                             color=c, label=strategy)
             for t, a, size in zip(line["time_mean"], line["test_mean"], line["size"]):
                 ax.annotate(size, (t, a), textcoords="offset points", xytext=(4, 4), fontsize=7, color=c)

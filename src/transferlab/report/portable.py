@@ -12,7 +12,8 @@ import pandas as pd
 from transferlab.report.columns import is_missing
 
 PATH_COLUMNS = ("sweep", "job_dir", "run_dir", "best_checkpoint", "resumed_from", "reused_from",
-                "feature_cache.dir", "duplicate_of", "confusion_png")
+                "feature_cache.dir", "duplicate_of", "confusion_png", "reliability_png",
+                "calibration.checkpoint")
 
 
 def relative(path: Any, out_dir: str | Path) -> Any:

@@ -15,6 +15,8 @@ from typing import Mapping
 import pandas as pd
 from scipy import stats
 
+from transferlab.config.tuning import DEFAULT_ARM, TUNED_ARM
+
 CONFIDENCE = 0.95
 COMPARISON_COLUMNS = ("model", "data", "size", "best", "runner_up", "best_mean", "runner_up_mean",
                       "n_paired", "paired_seeds", "diff_mean", "ci_low", "ci_high", "separable", "verdict")
@@ -76,12 +78,23 @@ def verdict(best: str, other: str, diff: PairedDifference) -> str:
             f"({signed(diff.mean)}, {ci} CI {signed(diff.low)} to {signed(diff.high)})")
 
 
+def superseded_by_tuned(runs: pd.DataFrame) -> set[str]:
+    """The default arms of strategies that also have a tuned arm among `runs`: where a tuned
+    comparison ran, the verdict is between tuned arms (and strategies with nothing to tune)."""
+    if "tune_arm" not in runs or "strategy_name" not in runs:
+        return set()
+    tuned = set(runs.loc[runs["tune_arm"] == TUNED_ARM, "strategy_name"])
+    return set(runs.loc[(runs["tune_arm"] == DEFAULT_ARM) & runs["strategy_name"].isin(tuned), "strategy"])
+
+
 def compare(runs: pd.DataFrame, groups: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.DataFrame:
     """Per (model, data, size): the best strategy (highest test mean), the runner-up, their paired
     test-accuracy difference and the verdict. `runs` and `groups` as summarize.py makes them."""
     rows = []
     ranked = groups[groups["test_mean"].notna()]
     for (model, data, size), g in ranked.groupby(["model", "data", "size"], sort=False):
+        here = runs[(runs["model"] == model) & (runs["data"] == data) & (runs["size"] == size)]
+        g = g[~g["strategy"].isin(superseded_by_tuned(here))]
         g = g.sort_values(["test_mean", "strategy"], ascending=[False, True], kind="stable")
         best = g.iloc[0]
         row = {"model": model, "data": data, "size": size, "best": best["strategy"], "best_mean": best["test_mean"]}
@@ -89,7 +102,6 @@ def compare(runs: pd.DataFrame, groups: pd.DataFrame, confidence: float = CONFID
             rows.append({**row, "n_paired": 0, "separable": False, "verdict": f"only {best['strategy']} ran"})
             continue
         other = g.iloc[1]
-        here = runs[(runs["model"] == model) & (runs["data"] == data) & (runs["size"] == size)]
 
         def by_seed(strategy: str) -> pd.Series:
             r = here[(here["strategy"] == strategy) & here["seed"].notna()]

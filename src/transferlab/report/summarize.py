@@ -11,7 +11,8 @@ from transferlab.record import COMPLETED
 from transferlab.report.columns import is_missing, numeric, text
 from transferlab.report.experiments import GROUP_KEYS
 
-RUN_COLUMNS = (*GROUP_KEYS, "size_x", "seed", "test", "val", "trainable", "total", "labels", "unlabeled", "time", "code", "env", "modality")
+RUN_COLUMNS = (*GROUP_KEYS, "size_x", "seed", "test", "val", "ece", "nll", "trainable", "total", "labels", "unlabeled", "time", "code", "env", "modality",
+               "strategy_name", "tune_arm")
 
 
 def completed_runs(jobs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
@@ -29,6 +30,9 @@ def completed_runs(jobs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
         "seed": done["seed"].map(lambda v: None if is_missing(v) else text(v)),  # None: not pairable
         "test": numeric(done, "test.acc") * scale,
         "val": numeric(done, "val.acc") * scale,
+        # How far the test probabilities are from the frequencies they claim (NaN before schema 4).
+        "ece": numeric(done, "test.ece"),
+        "nll": numeric(done, "test.nll"),
         "trainable": numeric(done, "params.trainable"),
         "total": numeric(done, "params.total"),
         # Labelled training examples and the unlabelled pool a run learned from (0: none).
@@ -40,6 +44,9 @@ def completed_runs(jobs: pd.DataFrame) -> tuple[pd.DataFrame, float]:
         "env": done["env"].map(lambda e: text(e, missing="unknown")) if "env" in done else "unknown",
         # image | text, for the report's wording; records before it existed are images.
         "modality": done["modality"].map(lambda m: text(m, missing="image")) if "modality" in done else "image",
+        # The strategy as configured, and the arm of a tuned comparison ("" outside one).
+        "strategy_name": done["strategy_name"].map(text) if "strategy_name" in done else done["strategy"].map(text),
+        "tune_arm": done["tune_arm"].map(lambda a: text(a, missing="")) if "tune_arm" in done else "",
     }, index=done.index, columns=list(RUN_COLUMNS))
     return runs.reset_index(drop=True), scale
 
@@ -73,12 +80,12 @@ def _seed_order(seed: str) -> tuple[int, str]:
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """A row per group: seeds, n, test/val accuracy and time mean ± std (ddof=1), median
+    """A row per group: seeds, n, test/val accuracy, test ECE and NLL, and time mean ± std (ddof=1), median
     parameter counts, the code commits, and `best` (the highest test mean of its (model, data,
     size), where more than one strategy ran), and `other_env` (a run of the group ran in another
     environment than most runs)."""
     columns = [*GROUP_KEYS, "size_x", "n", "seeds", "test_mean", "test_std", "val_mean", "val_std",
-               "trainable", "total", "labels", "unlabeled", "time_mean", "time_std", "code", "env", "other_env", "best"]
+               "ece_mean", "ece_std", "nll_mean", "nll_std", "trainable", "total", "labels", "unlabeled", "time_mean", "time_std", "code", "env", "other_env", "best"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
     usual = usual_env(runs)
@@ -89,6 +96,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         seeds=("seed", lambda s: ",".join(sorted(set(s.dropna()), key=_seed_order))),
         test_mean=("test", "mean"), test_std=("test", "std"),
         val_mean=("val", "mean"), val_std=("val", "std"),
+        ece_mean=("ece", "mean"), ece_std=("ece", "std"),
+        nll_mean=("nll", "mean"), nll_std=("nll", "std"),
         trainable=("trainable", "median"), total=("total", "median"),
         labels=("labels", "median"), unlabeled=("unlabeled", "median"),
         time_mean=("time", "mean"), time_std=("time", "std"),

@@ -47,6 +47,26 @@ def per_class_recall(matrix: Sequence[Sequence[int]]) -> list[float | None]:
     return [float(counts[i, i] / t) if t > 0 else None for i, t in enumerate(totals)]
 
 
+def per_class_scores(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> list[dict]:
+    """Per class: precision (None when nothing was predicted as it), recall (None when the split
+    holds none of it), F1 = 2 TP / (2 TP + FP + FN) (None when the class is neither true nor
+    predicted anywhere) and support, the class's true count. A balanced few-shot subset drawn from a
+    skewed pool shows here as a rare class's low precision, which accuracy and macro-F1 hide."""
+    counts = check_confusion(matrix, class_names)
+    true, predicted = counts.sum(axis=1), counts.sum(axis=0)
+    rows = []
+    for i, name in enumerate(class_names):
+        tp = int(counts[i, i])
+        rows.append({
+            "class": str(name),
+            "precision": tp / int(predicted[i]) if predicted[i] > 0 else None,
+            "recall": tp / int(true[i]) if true[i] > 0 else None,
+            "f1": 2 * tp / int(true[i] + predicted[i]) if true[i] + predicted[i] > 0 else None,
+            "support": int(true[i]),
+        })
+    return rows
+
+
 def _short(name: str) -> str:
     name = str(name)
     return name if len(name) <= MAX_LABEL_CHARS else name[: MAX_LABEL_CHARS - 1] + "…"

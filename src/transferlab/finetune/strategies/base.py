@@ -38,6 +38,7 @@ from torch import nn
 from transferlab.config.checks import check_dataclass, rule
 from transferlab.errors import ConfigError
 from transferlab.finetune.schedules import Clock, warmup_cosine
+from transferlab.finetune.search_space import SHARED_SPACE, Distribution
 
 if TYPE_CHECKING:
     from transferlab.finetune.plan import ParamUnit
@@ -107,13 +108,25 @@ class Strategy:
     # train none of them (unfreeze_top=0, milestones past the last epoch) is refused, not recorded
     # as this strategy.
     trains_backbone: ClassVar[bool] = True
+    # Whether its training runs the configured optimiser (optim.*); pseudo_label fits probes only.
+    uses_optimizer: ClassVar[bool] = True
     # Whether it learns from an unlabelled pool (data.unlabeled): a run without one is refused.
     needs_unlabeled: ClassVar[bool] = False
     # The inputs it works on (fixmatch's strong view is made of image operations).
     modalities: ClassVar[tuple[str, ...]] = ("image", "text")
+    # What a tuning search varies (finetune/search_space.py), keys relative to `strategy.`. A
+    # strategy whose own fit already chooses on validation (an L-BFGS penalty) may leave it empty.
+    search_space: ClassVar[dict[str, "Distribution"]] = {}
 
     def __init__(self, config: Any):
         self.config = config
+
+    @classmethod
+    def tuning_space(cls) -> dict[str, "Distribution"]:
+        """The whole search space by config key: the strategy's knobs, and the optimiser's for a
+        strategy whose training loop runs an optimiser."""
+        own = {f"strategy.{k}": v for k, v in cls.search_space.items()}
+        return {**own, **(SHARED_SPACE if cls.trains_network and cls.uses_optimizer else {})}
 
     # --- building ----------------------------------------------------------------------------
     @classmethod

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from transferlab.config.checks import rule
+from transferlab.finetune.search_space import LogUniform
 from transferlab.finetune.strategies.base import Strategy, StrategyConfig, register
 
 
@@ -18,6 +19,7 @@ class BitFitConfig(StrategyConfig):
 @register("bitfit")
 class BitFit(Strategy):
     Config = BitFitConfig
+    search_space = {"lr": LogUniform(3e-4, 3e-2)}
 
     def trainable(self, name, param, is_norm) -> bool:
         return name.endswith(".bias")

@@ -21,6 +21,7 @@ from torch import nn
 
 from transferlab.config.checks import rule
 from transferlab.finetune.gradient_reversal import reverse_gradient
+from transferlab.finetune.search_space import LogUniform, Uniform
 from transferlab.finetune.strategies.base import LayerDecay, StrategyConfig, TopGroups, TopGroupsStrategy, register
 
 
@@ -54,6 +55,7 @@ class DannConfig(TopGroups, LayerDecay, StrategyConfig):
 @register("dann")
 class Dann(TopGroupsStrategy):
     Config = DannConfig
+    search_space = {"lr": LogUniform(3e-4, 1e-2), "decay": Uniform(0.3, 1.0), "domain_weight": LogUniform(0.1, 3.0)}
     needs_unlabeled = True
 
     def __init__(self, config):

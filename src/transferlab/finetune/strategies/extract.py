@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from transferlab.config.checks import rule
 from transferlab.errors import ConfigError
 from transferlab.finetune.linear_probe import probe_head
+from transferlab.finetune.search_space import LogUniform
 from transferlab.finetune.strategies.base import ProbeSettings, Strategy, StrategyConfig, register
 
 SOLVERS = ("sgd", "lbfgs")
@@ -28,6 +29,7 @@ class ExtractConfig(ProbeSettings, StrategyConfig):
 @register("extract")
 class Extract(Strategy):
     Config = ExtractConfig
+    search_space = {"lr": LogUniform(1e-3, 1e-1)}  # the sgd solver; lbfgs chooses its penalty on val itself
     trains_backbone = False
 
     def validate(self) -> None:

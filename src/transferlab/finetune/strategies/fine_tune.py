@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from transferlab.config.checks import rule
 from transferlab.finetune.schedules import Clock, one_cycle
+from transferlab.finetune.search_space import LogUniform
 from transferlab.finetune.strategies.base import Strategy, StrategyConfig, register
 
 # fastai's fine_tune runs its frozen phase with fit_one_cycle(pct_start=0.99) at the default div.
@@ -28,6 +29,7 @@ class FineTuneConfig(StrategyConfig):
 @register("fine_tune")
 class FineTune(Strategy):
     Config = FineTuneConfig
+    search_space = {"lr": LogUniform(3e-4, 3e-2), "lr_mult": LogUniform(10.0, 1000.0)}
 
     def unfreeze_epochs(self, num_groups: int) -> list[int | None]:
         return [self.config.freeze_epochs] * num_groups

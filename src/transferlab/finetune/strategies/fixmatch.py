@@ -21,6 +21,7 @@ from transferlab.config.checks import rule
 from transferlab.data.images.strong_augment import StrongAugment
 from transferlab.errors import ConfigError
 from transferlab.finetune.linear_probe import probe_head
+from transferlab.finetune.search_space import LogUniform, Uniform
 from transferlab.finetune.strategies.base import LayerDecay, ProbeSettings, StrategyConfig, TopGroups, TopGroupsStrategy, register
 
 
@@ -52,6 +53,7 @@ class FixMatchConfig(ProbeSettings, TopGroups, LayerDecay, StrategyConfig):
 @register("fixmatch")
 class FixMatch(TopGroupsStrategy):
     Config = FixMatchConfig
+    search_space = {"lr": LogUniform(1e-4, 1e-2), "decay": Uniform(0.3, 1.0), "threshold": Uniform(0.7, 0.98), "unlabeled_weight": LogUniform(0.3, 3.0)}
     needs_unlabeled = True
     modalities = ("image",)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from transferlab.config.checks import rule
+from transferlab.finetune.search_space import LogUniform, Uniform
 from transferlab.finetune.strategies.base import LayerDecay, Strategy, StrategyConfig, register
 
 
@@ -16,3 +17,4 @@ class FullConfig(LayerDecay, StrategyConfig):
 @register("full")
 class Full(Strategy):
     Config = FullConfig
+    search_space = {"lr": LogUniform(1e-4, 1e-2), "decay": Uniform(0.3, 1.0)}

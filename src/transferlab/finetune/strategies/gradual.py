@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from transferlab.config.checks import rule
 from transferlab.errors import ConfigError
+from transferlab.finetune.search_space import LogUniform, Uniform
 from transferlab.finetune.strategies.base import LayerDecay, Strategy, StrategyConfig, TopGroups, register, top_k
 
 
@@ -23,6 +24,7 @@ class GradualConfig(TopGroups, LayerDecay, StrategyConfig):
 @register("gradual")
 class Gradual(Strategy):
     Config = GradualConfig
+    search_space = {"lr": LogUniform(3e-4, 3e-2), "decay": Uniform(0.3, 1.0), "unfreeze_lr_ratio": LogUniform(0.01, 1.0)}
 
     def validate(self) -> None:
         if not self.config.milestones:

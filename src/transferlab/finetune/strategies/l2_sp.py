@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from transferlab.config.checks import rule
+from transferlab.finetune.search_space import LogUniform, Uniform
 from transferlab.finetune.strategies.base import LayerDecay, Strategy, StrategyConfig, register
 
 
@@ -43,6 +44,7 @@ class StartingPoint(nn.Module):
 @register("l2_sp")
 class L2SP(Strategy):
     Config = L2SPConfig
+    search_space = {"lr": LogUniform(1e-4, 1e-2), "decay": Uniform(0.3, 1.0), "alpha": LogUniform(1e-4, 1.0), "beta": LogUniform(1e-4, 1.0)}
 
     def __init__(self, config):
         super().__init__(config)

@@ -19,6 +19,7 @@ from torch import nn
 
 from transferlab.config.checks import rule
 from transferlab.errors import ConfigError
+from transferlab.finetune.search_space import Choice, LogUniform
 from transferlab.finetune.strategies.base import LayerDecay, StrategyConfig, TopGroups, TopGroupsStrategy, register
 from transferlab.models.backbone import lora_targets
 
@@ -60,6 +61,7 @@ def merge_adapters(model: nn.Module) -> nn.Module:
 @register("lora")
 class Lora(TopGroupsStrategy):
     Config = LoraConfig
+    search_space = {"lr": LogUniform(3e-4, 3e-2), "r": Choice([4, 8, 16]), "alpha": Choice([8.0, 16.0, 32.0])}
 
     def validate(self) -> None:
         t = self.config.target_modules

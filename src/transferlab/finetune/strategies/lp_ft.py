@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from transferlab.config.checks import rule
 from transferlab.errors import ConfigError
 from transferlab.finetune.linear_probe import probe_head
+from transferlab.finetune.search_space import LogUniform, Uniform
 from transferlab.finetune.strategies.base import LayerDecay, ProbeSettings, Strategy, StrategyConfig, register
 
 
@@ -25,6 +26,7 @@ class LpFtConfig(ProbeSettings, LayerDecay, StrategyConfig):
 @register("lp_ft")
 class LpFt(Strategy):
     Config = LpFtConfig
+    search_space = {"lr": LogUniform(3e-5, 3e-3), "decay": Uniform(0.3, 1.0)}
 
     def check_run(self, max_epochs: int | None, head_type: str) -> None:
         if head_type != "linear":

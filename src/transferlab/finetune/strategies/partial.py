@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from transferlab.config.checks import rule
+from transferlab.finetune.search_space import IntRange, LogUniform, Uniform
 from transferlab.finetune.strategies.base import LayerDecay, StrategyConfig, TopGroups, TopGroupsStrategy, register
 
 
@@ -17,6 +18,7 @@ class PartialConfig(TopGroups, LayerDecay, StrategyConfig):
 @register("partial")
 class Partial(TopGroupsStrategy):
     Config = PartialConfig
+    search_space = {"lr": LogUniform(3e-4, 3e-2), "decay": Uniform(0.3, 1.0), "unfreeze_top": IntRange(1, 4)}
 
     def schedule_fix(self, max_epochs: int) -> str:
         return "strategy.unfreeze_top=0 trains the head alone, which is strategy=extract: use that, or unfreeze_top >= 1"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from transferlab.config.checks import rule
 from transferlab.errors import ConfigError
 from transferlab.finetune.linear_probe import linear_layer_of, load_into_head
+from transferlab.finetune.search_space import Uniform
 from transferlab.finetune.self_training import self_train
 from transferlab.finetune.strategies.base import ProbeSettings, Strategy, StrategyConfig, register
 
@@ -33,6 +34,8 @@ class PseudoLabelConfig(ProbeSettings, StrategyConfig):
 @register("pseudo_label")
 class PseudoLabel(Strategy):
     Config = PseudoLabelConfig
+    uses_optimizer = False
+    search_space = {"threshold": Uniform(0.6, 0.98), "unlabeled_weight": Uniform(0.3, 1.0)}
     trains_backbone = False
     needs_unlabeled = True
 

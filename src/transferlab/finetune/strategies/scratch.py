@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from transferlab.config.checks import rule
 from transferlab.errors import ConfigError
+from transferlab.finetune.search_space import LogUniform
 from transferlab.finetune.strategies.base import LayerDecay, Strategy, StrategyConfig, register
 
 
@@ -17,6 +18,7 @@ class ScratchConfig(LayerDecay, StrategyConfig):
 @register("scratch")
 class Scratch(Strategy):
     Config = ScratchConfig
+    search_space = {"lr": LogUniform(3e-4, 3e-2)}
 
     def validate(self) -> None:
         if self.config.pretrained:

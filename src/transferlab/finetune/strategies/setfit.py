@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from transferlab.config.checks import rule
 from transferlab.errors import ConfigError
 from transferlab.finetune.linear_probe import probe_head
+from transferlab.finetune.search_space import LogUniform
 from transferlab.finetune.strategies.base import LayerDecay, ProbeSettings, Strategy, StrategyConfig, register
 
 
@@ -52,6 +53,7 @@ def pair_loss(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | No
 @register("setfit")
 class SetFit(Strategy):
     Config = SetFitConfig
+    search_space = {"lr": LogUniform(3e-4, 3e-2), "pair_loss_weight": LogUniform(0.1, 10.0)}
 
     def check_run(self, max_epochs: int | None, head_type: str) -> None:
         if self.config.refit_head and head_type != "linear":

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from transferlab.config.checks import rule
 from transferlab.finetune.schedules import Clock, warmup_cosine
+from transferlab.finetune.search_space import IntRange, LogUniform
 from transferlab.finetune.strategies.base import LayerDecay, StrategyConfig, TopGroups, TopGroupsStrategy, register
 
 
@@ -22,6 +23,7 @@ class TwoPhaseConfig(TopGroups, LayerDecay, StrategyConfig):
 @register("two_phase")
 class TwoPhase(TopGroupsStrategy):
     Config = TwoPhaseConfig
+    search_space = {"lr": LogUniform(1e-3, 3e-2), "phase2_lr_ratio": LogUniform(0.01, 1.0), "unfreeze_top": IntRange(1, 4)}
 
     @property
     def unfreeze_epoch(self) -> int:
