@@ -28,7 +28,6 @@ NATURAL_SUBSET = ["data.samples_per_class=null", "data.train_fraction=0.02"]
 # arm -> (the subset it trains on, the overrides on top of experiment=imbalance)
 ARMS: dict[str, tuple[str, list[str]]] = {
     "balanced_none": ("100 per class", []),
-    "balanced_logit_adjustment": ("100 per class", ["optim.logit_adjustment=true"]),
     "natural_none": ("0.02 of the pool", NATURAL_SUBSET),
     "natural_class_weights": ("0.02 of the pool", [*NATURAL_SUBSET, "optim.class_weights=balanced"]),
     "natural_sampler": ("0.02 of the pool", [*NATURAL_SUBSET, "data.sampler=balanced"]),

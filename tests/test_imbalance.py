@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from transferlab import CONFIG_DIR
 from transferlab.config.checks import check_config
@@ -17,7 +18,7 @@ from transferlab.data.class_balance import balanced_sample_weights, skew_fractio
 from transferlab.data.datamodule import TransferDataModule
 from transferlab.data.loaders import EpochBatches
 from transferlab.data.subsample import skewed_pool
-from transferlab.engine.imbalance import check_imbalance
+from transferlab.engine.imbalance import check_imbalance, loss_terms
 from transferlab.errors import ConfigError, DataError
 from transferlab.finetune.class_imbalance import LossTerms, class_weights, logit_offset, supervised_cross_entropy
 from transferlab.finetune.strategies import build_strategy
@@ -57,6 +58,30 @@ def test_logit_adjustment_adds_tau_log_prior_to_the_training_logits():
     loss = supervised_cross_entropy(LOGITS, LABELS, terms=LossTerms(logit_offset=offset))
     assert float(loss) == pytest.approx(ce_by_hand(LOGITS, LABELS, offset=offset.tolist()), rel=1e-6)
     assert logit_offset(prior, tau=0.0).abs().max() == 0
+
+
+class _Subset:
+    """What loss_terms reads of a DataModule: the training subset's labels, and a pool that is not it."""
+
+    def __init__(self, train_labels, pool_counts):
+        self.num_classes = len(pool_counts)
+        self.splits = {"train": type("Split", (), {"labels": torch.tensor(train_labels)})()}
+        self.pool_counts = torch.tensor(pool_counts)
+
+    def train_counts(self):
+        return torch.bincount(self.splits["train"].labels, minlength=self.num_classes)
+
+
+def test_logit_adjustment_offsets_by_the_training_subsets_prior_not_the_pools(caplog):
+    cfg = OmegaConf.create({"optim": {"logit_adjustment": True, "logit_adjustment_tau": 1.0, "class_weights": "none"}})
+    skewed = loss_terms(cfg, _Subset([0, 1, 1, 1], pool_counts=[10, 90]))
+    assert skewed.logit_offset.tolist() == pytest.approx([math.log(0.25), math.log(0.75)])
+    with caplog.at_level(logging.WARNING):
+        balanced = loss_terms(cfg, _Subset([0, 0, 1, 1], pool_counts=[10, 90]))
+    offset = balanced.logit_offset
+    assert offset.tolist() == pytest.approx([math.log(0.5)] * 2)  # the same for every class: the softmax is unmoved
+    assert torch.allclose(F.softmax(LOGITS + offset, -1), F.softmax(LOGITS, -1))
+    assert any("balanced training subset changes nothing" in r.getMessage() for r in caplog.records)
 
 
 def test_no_terms_is_exactly_the_plain_cross_entropy():
@@ -199,7 +224,8 @@ def test_a_run_records_the_imbalance_options_it_used(tmp_path, monkeypatch, caps
     assert m["status"] == "completed"
     assert m["imbalance"] == {
         "class_weights": [1, 2, 1, 1], "class_weights_used": [1.0, 2.0, 1.0, 1.0], "logit_adjustment": True,
-        "logit_adjustment_tau": 0.5, "sampler": "balanced", "skew": {"1": 0.25}, "pool_counts": [24, 6, 24, 24],
+        "logit_adjustment_tau": 0.5, "logit_offset_used": [round(0.5 * math.log(0.25), 6)] * 4, "sampler": "balanced",
+        "skew": {"1": 0.25}, "pool_counts": [24, 6, 24, 24],
         "pool_skew": 4.0, "train_skew": 1.0, "balanced_subset_warning": True,
     }
 

@@ -3,9 +3,9 @@
 `data.samples_per_class` draws the same number of examples from every class, whatever the pool
 held. On a skewed pool that subset teaches the classifier a uniform prior, so at test, on the
 natural distribution, it predicts the rare classes too often and their precision falls. The
-DataModule says so once (`warn_balanced_subset`), and the remedies live where they act: a
-class-balanced sampler for the training loader (`balanced_sample_weights`, data.sampler), class
-weights and logit adjustment in the loss (finetune/class_imbalance.py).
+DataModule says so once (`warn_balanced_subset`). The remedies, for a natural (skewed) subset, live
+where they act: a class-balanced sampler for the training loader (`balanced_sample_weights`,
+data.sampler), class weights and logit adjustment in the loss (finetune/class_imbalance.py).
 """
 
 from __future__ import annotations
@@ -55,10 +55,11 @@ def warn_balanced_subset(pool_counts: torch.Tensor, samples_per_class: int | Non
     big, small = present[pool_counts[present].argmax()], present[pool_counts[present].argmin()]
     log.warning(
         "data.samples_per_class=%s draws a balanced subset from a skewed pool: class %r has %d examples there, "
-        "class %r %d (%.1fx). Trained on the balanced subset, the model over-predicts the rare classes relative to "
-        "the pool's prior, so their precision falls at test on the natural distribution. Options: "
-        "optim.logit_adjustment=true (the pool's prior in the loss), optim.class_weights=[w1,...], data.sampler=balanced "
-        "(class_weights=balanced and the sampler follow the training subset, which is balanced here)",
+        "class %r %d (%.1fx). Trained on the balanced subset, the model predicts the rare classes as often as the "
+        "common ones, which suits balanced test data; on data that follows the pool's prior their precision falls. "
+        "For such data draw a natural subset (data.samples_per_class=null data.train_fraction=<f>) and correct its "
+        "skew with optim.class_weights=balanced, data.sampler=balanced or optim.logit_adjustment=true "
+        "(docs/data.md#class-imbalance compares them)",
         samples_per_class, _name(classes, big), int(pool_counts[big]), _name(classes, small), int(pool_counts[small]), ratio,
     )
     return True

@@ -3,6 +3,8 @@ make from the run's data, and the record's `imbalance` entry saying what was use
 
 from __future__ import annotations
 
+import logging
+
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.data.class_balance import prior_of, skew_ratio
@@ -10,6 +12,8 @@ from transferlab.data.datamodule import TransferDataModule
 from transferlab.errors import ConfigError
 from transferlab.finetune.class_imbalance import NONE, LossTerms, class_weights, logit_offset
 from transferlab.finetune.strategies import Strategy
+
+log = logging.getLogger(__name__)
 
 
 def _plain(value):
@@ -45,12 +49,17 @@ def check_imbalance(cfg: DictConfig, strategy: Strategy) -> None:
 
 
 def loss_terms(cfg: DictConfig, datamodule: TransferDataModule) -> LossTerms | None:
-    """The training loss's class weights (of the training subset) and logit offset (the pool's prior)."""
+    """The training loss's class weights and logit offset, both from the training subset the loss sees."""
     optim = cfg.optim
     k = datamodule.num_classes
     weights = class_weights(_plain(optim.get("class_weights", NONE)), datamodule.splits["train"].labels, k)
-    tau = float(optim.get("logit_adjustment_tau", 1.0))
-    offset = logit_offset(prior_of(datamodule.pool_counts), tau) if optim.get("logit_adjustment") else None
+    offset = None
+    if optim.get("logit_adjustment"):
+        counts = datamodule.train_counts()
+        offset = logit_offset(prior_of(counts), float(optim.get("logit_adjustment_tau", 1.0)))
+        if skew_ratio(counts) == 1.0:
+            log.warning("optim.logit_adjustment=true on a balanced training subset changes nothing: its prior is "
+                        "uniform, so the offset is the same for every class (docs/data.md#class-imbalance)")
     terms = LossTerms(weights, offset)
     return None if terms.plain else terms
 
@@ -64,6 +73,7 @@ def imbalance_entry(cfg: DictConfig, datamodule: TransferDataModule, terms: Loss
         "class_weights_used": None if terms is None or terms.class_weights is None else [round(float(w), 6) for w in terms.class_weights],
         "logit_adjustment": bool(optim.get("logit_adjustment", False)),
         "logit_adjustment_tau": float(optim.get("logit_adjustment_tau", 1.0)),
+        "logit_offset_used": None if terms is None or terms.logit_offset is None else [round(float(o), 6) for o in terms.logit_offset],
         "sampler": str(data.get("sampler", "natural")),
         "skew": {str(k): float(v) for k, v in (_plain(data.get("skew")) or {}).items()},
         "pool_counts": [int(c) for c in datamodule.pool_counts],

@@ -5,10 +5,12 @@ as torch's `cross_entropy(weight=...)` takes it). `balanced` weights are n / (K 
 training subset: 1 for every class of a balanced subset, so they change nothing there.
 
 Logit adjustment (Menon et al. 2021, "Long-tail learning via logit adjustment") adds
-tau * log(prior) to the logits in the training loss only. The network then learns logits that
-need no prior of their own: at test its plain logits are balanced, and a rare class is no longer
-under-predicted for being rare. The prior is the training pool's (data/class_balance.py), since a
-balanced few-shot subset (data.samples_per_class) hides the pool's skew.
+tau * log(prior) to the logits in the training loss only, the prior being the class frequencies of
+the labels that loss sees. The network then learns logits that need no prior of their own: at test
+its plain logits target the balanced error, and a rare class is no longer under-predicted for
+being rare. On a balanced subset (data.samples_per_class) that prior is uniform and the offset
+changes nothing: the subset has already removed the skew. Offsetting by the pool's prior there
+would correct the skew a second time and over-predict the rare class.
 """
 
 from __future__ import annotations
