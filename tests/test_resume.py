@@ -202,3 +202,14 @@ def test_lora_resumes_exactly_with_its_adapters(tmp_path):
     trained = r["trained"]["units"]
     assert trained["head"] == r["trained"]["optimizer_steps"] and not r["trained"]["untrained"]
     assert r["params"]["trainable"] < 0.2 * r["params"]["total"]  # adapters and the head
+
+
+@pytest.mark.slow
+def test_the_imbalance_options_resume_exactly(tmp_path):
+    # The balanced sampler's order is a function of (seed, epoch) and the loss terms are rebuilt
+    # from the data, so a run killed mid-epoch and resumed ends as the uninterrupted one.
+    args = [*RUN, "data.skew={0:0.5}", "data.sampler=balanced", "optim.class_weights=balanced", "optim.logit_adjustment=true"]
+    plain, resumed = plain_and_resumed(tmp_path, args, "imbalance")
+    assert plain["imbalance"]["sampler"] == "balanced" and resumed["imbalance"] == plain["imbalance"]
+    assert resumed["resumed_from"] and resumed["status"] == "completed"
+    assert_same_results(plain, resumed)

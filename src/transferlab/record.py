@@ -118,6 +118,9 @@ class RunRecord:
     # The masked-LM pre-training (task=mlm, or task=tapt's first phase): texts, steps, losses before
     # and after, its own time; for tapt also whether the encoder came from the cache.
     mlm: dict | None = None
+    # Class imbalance (engine/imbalance.py): the loss and sampler options as set and as used, the
+    # data.skew cut, the training pool's class counts and skew; None in records from before it.
+    imbalance: dict | None = None
     # The test split's confusion matrix: {"split", "classes", "matrix" (counts, rows the true class),
     # "picture" (its PNG's file name in the run dir, absent when drawing failed)}. None before schema 3.
     confusion: dict | None = None

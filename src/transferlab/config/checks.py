@@ -26,7 +26,9 @@ _MISSING = object()
 
 @dataclass(frozen=True)
 class Rule:
-    kind: str  # int | float | bool | str | pair (two floats, low <= high) | int_list (increasing) | float_list
+    # int | float | bool | str | pair (two floats, low <= high) | int_list (increasing) | float_list
+    # (with choices: one of them, or the list) | map ({key: number}, each number in the range)
+    kind: str
     low: float | None = None
     high: float | None = None
     low_open: bool = False  # the low end itself is outside the range
@@ -47,8 +49,12 @@ class Rule:
         return ""
 
     def describe(self) -> str:
-        if self.choices is not None:
+        if self.choices is not None and self.kind == "float_list":
+            text = "one of " + ", ".join(str(c) for c in self.choices) + f", or a list of numbers, each {self._interval()}"
+        elif self.choices is not None:
             text = "one of " + ", ".join(str(c) for c in self.choices)
+        elif self.kind == "map":
+            text = f"a map {{key: number}}, each number {self._interval()}"
         elif self.kind == "bool":
             text = "true or false"
         elif self.kind == "pair":
@@ -80,8 +86,12 @@ class Rule:
     def accepts(self, value: Any) -> bool:
         if value is None:
             return self.nullable
-        if self.choices is not None:
+        if self.choices is not None and isinstance(value, str):
             return value in self.choices
+        if self.choices is not None and self.kind != "float_list":
+            return value in self.choices
+        if self.kind == "map":
+            return isinstance(value, dict) and all(self._number_ok(v, False) for v in value.values())
         if self.kind == "bool":
             return isinstance(value, bool)
         if self.kind == "str":
@@ -107,9 +117,11 @@ class Rule:
     # --- for the table-driven test --------------------------------------------------------------
     def bad_values(self) -> list:
         """Values just outside this rule, one per way of being wrong."""
-        if self.choices is not None:
+        if self.choices is not None and self.kind != "float_list":
             return ["not-a-choice", *([] if self.nullable else [None])]
         bad: list = [] if self.nullable else [None]
+        if self.choices is not None:
+            bad.append("not-a-choice")
         if self.kind == "bool":
             return bad + ["yes-please", 2]
         if self.kind == "str":
@@ -120,6 +132,8 @@ class Rule:
             edges.append(self.low if self.low_open else self.low - step)
         if self.high is not None:
             edges.append(self.high if self.high_open else self.high + step)
+        if self.kind == "map":
+            return bad + [{0: e} for e in edges] + ["abc", [0.5]]
         if self.kind in ("int", "float"):
             bad += [*edges, "abc"]
             if self.kind == "int":
@@ -190,6 +204,8 @@ RULES: dict[str, Rule] = {
     "data.augment.scale": Rule("pair", low=0.0, high=1.0, low_open=True),
     "data.augment.ratio": Rule("pair", low=0.0, low_open=True),
     "data.augment.hflip": Rule("float", low=0.0, high=1.0),
+    "data.sampler": Rule("str", choices=("natural", "balanced"), hint="balanced: the training loader draws every class alike"),
+    "data.skew": Rule("map", nullable=True, **_FRACTION, hint="{class index or name: fraction kept}, e.g. data.skew={0:0.1}"),
     "trainer.max_epochs": Rule("int", low=1, hint=_EPOCHS_HINT),
     "trainer.num_nodes": Rule("int", low=1, hint="machines the run trains on; more than 1 needs trainer=multinode"),
     "trainer.tasks_per_node": Rule("int", low=1, hint="processes SLURM starts per node: 1, or trainer.devices under trainer=multinode"),
@@ -202,6 +218,10 @@ RULES: dict[str, Rule] = {
     "optim.min_lr_ratio": Rule("float", low=0.0, high=1.0),
     "optim.fused": Rule("bool", nullable=True),
     "optim.label_smoothing": Rule("float", low=0.0, high=1.0, high_open=True),
+    "optim.class_weights": Rule("float_list", low=0.0, choices=("none", "balanced"),
+                                hint="a list: one weight per class, in the data's class order"),
+    "optim.logit_adjustment": Rule("bool"),
+    "optim.logit_adjustment_tau": Rule("float", low=0.0, hint="the weight of the log prior added to the logits in training"),
     "model.head.type": Rule("str", choices=("linear", "mlp")),
     "model.head.hidden": Rule("int", low=1),
     "model.head.dropout": Rule("float", low=0.0, high=1.0, high_open=True),

@@ -19,12 +19,13 @@ from torch.utils.data import DataLoader
 
 from transferlab.data.arrays import ImageArrays
 from transferlab.data.batch import Batch, BatchTransform, SemiBatch
+from transferlab.data.class_balance import SAMPLERS, balanced_sample_weights, class_counts, skew_fractions, warn_balanced_subset
 from transferlab.data.loaders import batch_loader
 from transferlab.data.sealed import SealedSplit
 from transferlab.data.sources import SourceContext, load_source
 from transferlab.data.images.storage import Storage, human_bytes
 from transferlab.data.images.stream_store import StreamedImages
-from transferlab.data.subsample import stratified_split
+from transferlab.data.subsample import skewed_pool, stratified_split
 from transferlab.data.unlabeled.pool import (CHOICES, capped, check_choice, check_pool, check_same_classes, check_target, hide_labels, rest_indices,
                                              target_pool)
 from transferlab.data.unlabeled.files import load_unlabeled_images, load_unlabeled_texts
@@ -62,10 +63,14 @@ class TransferDataModule(pl.LightningDataModule):
         target: dict | None = None,
         unlabeled_column: str = "text",
         use_unlabeled: bool = True,
+        sampler: str = "natural",
+        skew: dict | None = None,
         seal_test: bool = False,
     ):
         super().__init__()
         check_choice(unlabeled, unlabeled_max)
+        if sampler not in SAMPLERS:
+            raise DataError(f"data.sampler={sampler!r} is unknown: use one of {', '.join(SAMPLERS)}")
         check_target(target, unlabeled)
         self.source = source
         self.source_args = dict(source_args or {})
@@ -99,10 +104,16 @@ class TransferDataModule(pl.LightningDataModule):
         # `strong_augment`, a strongly augmented second view of them.
         self.unlabeled_ratio = unlabeled_ratio
         self.strong_augment = strong_augment
+        # balanced: the training loader draws every class alike (with replacement), natural: each example once an epoch.
+        self.sampler = sampler
+        # {class: fraction}: the training pool cut before any carving, to make a skewed data set on purpose.
+        self.skew = dict(skew or {})
         # A tuning trial (tune.arm=search): the test split is replaced by one that cannot be read.
         self.seal_test = seal_test
         self.splits: dict[str, ImageArrays] = {}
         self.classes: list[str] = []
+        self.pool_counts: torch.Tensor | None = None  # per class, the training pool the subset is drawn from
+        self.prior_warning = False  # whether the log said that a balanced subset hides the pool's skew
 
     # --- data ----------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -112,7 +123,11 @@ class TransferDataModule(pl.LightningDataModule):
         splits = load_source(self.source, self.source_args, context)
         if self.target:
             splits = self._with_target(splits, context)
+        if self.skew:
+            splits = self._skewed(splits)
         pool = splits.train
+        self.pool_counts = class_counts(pool.labels, len(pool.classes))
+        self.prior_warning = warn_balanced_subset(self.pool_counts, self.samples_per_class, list(pool.classes))
         if self.tokenize is not None and pool.field != "input_ids":
             raise DataError(f"data.source={self.source} holds images, and this model is a text encoder: use an image "
                             "model (model=efficientnet_lite0, or model=timm model.name=<timm name>)")
@@ -169,6 +184,23 @@ class TransferDataModule(pl.LightningDataModule):
         check_same_classes(splits.train.classes, target.train.classes, self.source, name)
         log.info("data.target=%s: tested on its test split (%d), its training images the unlabelled pool", name, len(target.test))
         return dataclasses.replace(splits, test=target.test, unlabeled=target_pool(target))
+
+    def _skewed(self, splits):
+        """The splits with data.skew's classes of the training pool cut, before val and the subset are carved from it."""
+        pool = splits.train
+        fractions = skew_fractions(self.skew, list(pool.classes))
+        before = class_counts(pool.labels, len(pool.classes))
+        pool = pool.take(skewed_pool(pool.labels, fractions, self.seed))
+        after = class_counts(pool.labels, len(pool.classes))
+        log.info("data.skew: training pool cut to %s", ", ".join(f"{pool.classes[c]} {int(before[c])} -> {int(after[c])}" for c in fractions))
+        return dataclasses.replace(splits, train=pool)
+
+    def train_counts(self) -> torch.Tensor:
+        return class_counts(self.splits["train"].labels, self.num_classes)
+
+    def train_draw_weights(self) -> torch.Tensor | None:
+        """Per training example, its weight in a class-balanced draw (data.sampler=balanced); None: the natural order."""
+        return balanced_sample_weights(self.splits["train"].labels) if self.sampler == "balanced" else None
 
     def _unlabeled_pool(self, splits, train_idx: torch.Tensor, val_idx: torch.Tensor | None):
         """data.unlabeled's pool, labels hidden; carved before the pool's memory goes to the training split."""
@@ -238,6 +270,7 @@ class TransferDataModule(pl.LightningDataModule):
             num_workers=self.stream_workers if isinstance(arrays, StreamedImages) else self.num_workers,
             pin_memory=torch.cuda.is_available(), field=arrays.field,
             lengths=self._lengths(split, shuffle), bucket_size_multiplier=self.bucket_size_multiplier,
+            draw_weights=self.train_draw_weights() if split == "train" else None,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -253,6 +286,7 @@ class TransferDataModule(pl.LightningDataModule):
         return paired_loader(
             labeled, unlabeled, trainer=self.trainer, batch_size=self.batch_size, ratio=self.unlabeled_ratio, seed=self.seed,
             num_workers=self.stream_workers if streamed else self.num_workers, pin_memory=torch.cuda.is_available(),
+            draw_weights=self.train_draw_weights(),
         )
 
     def val_dataloader(self) -> DataLoader:

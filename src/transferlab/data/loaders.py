@@ -81,15 +81,21 @@ class EpochOrder(Sampler[int]):
 
     With `lengths`, the training order is length-bucketed into batches of `batch_size` (the global
     batch: each rank's share of a bucketed batch is its batch of that step) and the eval order goes
-    longest first.
+    longest first. With `draw_weights` (one per example), a training epoch is `size` draws with
+    replacement in proportion to them (a class-balanced sampler), from the same (seed, epoch)
+    generator, so resume still sees the same order.
     """
 
     def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 lengths: torch.Tensor | None = None, batch_size: int = 1, bucket_size_multiplier: int = 50):
+                 lengths: torch.Tensor | None = None, batch_size: int = 1, bucket_size_multiplier: int = 50,
+                 draw_weights: torch.Tensor | None = None):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
         if lengths is not None and len(lengths) != size:
             raise ValueError(f"{len(lengths)} lengths for {size} examples")
+        if draw_weights is not None and len(draw_weights) != size:
+            raise ValueError(f"{len(draw_weights)} draw weights for {size} examples")
+        self.draw_weights = draw_weights
         self.size, self.shuffle, self.seed = size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.lengths, self.batch_size, self.bucket_size_multiplier = lengths, batch_size, bucket_size_multiplier
@@ -103,7 +109,10 @@ class EpochOrder(Sampler[int]):
         if not self.shuffle:
             return torch.arange(self.size) if self.lengths is None else longest_first(self.lengths)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.size, generator=g)
+        if self.draw_weights is None:
+            order = torch.randperm(self.size, generator=g)
+        else:
+            order = torch.multinomial(self.draw_weights.double(), self.size, replacement=True, generator=g)
         order = order[: self.size - self.size % self.world_size]
         if self.lengths is not None:
             order = length_bucketed(order, self.lengths, self.batch_size, self.bucket_size_multiplier, g)
@@ -133,9 +142,10 @@ class EpochBatches(Sampler[list[int]]):
     """
 
     def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 lengths: torch.Tensor | None = None, bucket_size_multiplier: int = 50):
+                 lengths: torch.Tensor | None = None, bucket_size_multiplier: int = 50, draw_weights: torch.Tensor | None = None):
         self.sampler = EpochOrder(size, shuffle, seed=seed, rank=rank, world_size=world_size, lengths=lengths,
-                                  batch_size=batch_size * world_size, bucket_size_multiplier=bucket_size_multiplier)
+                                  batch_size=batch_size * world_size, bucket_size_multiplier=bucket_size_multiplier,
+                                  draw_weights=draw_weights)
         self.batch_size, self.shuffle = batch_size, shuffle
 
     def set_epoch(self, epoch: int) -> None:
@@ -196,19 +206,19 @@ def epoch_to_come(trainer: pl.Trainer | None) -> int:
 def batch_loader(
     inputs: torch.Tensor, labels: torch.Tensor, *, trainer: pl.Trainer | None, batch_size: int, shuffle: bool, seed: int,
     num_workers: int = 0, pin_memory: bool = False, field: str = "images", lengths: torch.Tensor | None = None,
-    bucket_size_multiplier: int = 50,
+    bucket_size_multiplier: int = 50, draw_weights: torch.Tensor | None = None,
 ) -> DataLoader:
     """A DataLoader of whole in-memory batches in EpochBatches order, this rank's share under DDP.
 
     EpochBatches is the batch sampler: one gather per batch. It shards itself, so the DDP trainer
     configs set use_distributed_sampler=false; the loader's `sampler` stays torch's sequential one,
     which Lightning leaves alone (overfit_batches replaces any other with a per-sample one).
-    `lengths` (one per example) turns on length bucketing (EpochOrder).
+    `lengths` (one per example) turns on length bucketing, `draw_weights` drawing with replacement (EpochOrder).
     """
     rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
     batches = EpochBatches(
         len(labels), rank_batch_size(batch_size, world, train=shuffle), shuffle=shuffle, seed=seed, rank=rank, world_size=world,
-        lengths=lengths, bucket_size_multiplier=bucket_size_multiplier,
+        lengths=lengths, bucket_size_multiplier=bucket_size_multiplier, draw_weights=draw_weights if shuffle else None,
     )
     batches.set_epoch(epoch_to_come(trainer))
     return DataLoader(

@@ -104,6 +104,17 @@ def stratified_split(
             t = left
         n_val[c], n_train[c] = v, t
 
+    by_class, cls, rank = _class_orders(labels, counts, seed)
+    val_mask = rank < n_val[cls]
+    train_mask = (rank >= n_val[cls]) & (rank < n_val[cls] + n_train[cls])
+    train_idx = torch.sort(by_class[train_mask]).values
+    val_idx = torch.sort(by_class[val_mask]).values
+    return train_idx, val_idx
+
+
+def _class_orders(labels: torch.Tensor, counts: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every index grouped by class, each class in its own seeded random order; the class of each,
+    and its rank within its class."""
     # One global permutation, then a stable sort by label: every class comes out in its own random
     # order, and that order depends on the seed and the labels only, never on the sizes asked for.
     gen = torch.Generator().manual_seed(int(seed))
@@ -111,10 +122,25 @@ def stratified_split(
     by_class = perm[torch.argsort(labels[perm], stable=True)]
     cls = labels[by_class]
     starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(labels.numel()) - starts[cls]
+    return by_class, cls, torch.arange(labels.numel()) - starts[cls]
 
-    val_mask = rank < n_val[cls]
-    train_mask = (rank >= n_val[cls]) & (rank < n_val[cls] + n_train[cls])
-    train_idx = torch.sort(by_class[train_mask]).values
-    val_idx = torch.sort(by_class[val_mask]).values
-    return train_idx, val_idx
+
+# Another stream than the carving's own order: the kept part of a cut class is not the head that
+# validation would then take first.
+_SKEW_STREAM = 104_729
+
+
+def skewed_pool(labels: torch.Tensor, fractions: dict[int, float], seed: int) -> torch.Tensor:
+    """Sorted indices of a pool with class c cut to `fractions[c]` of its examples (at least one),
+    a seeded draw; the other classes are kept whole. A data set made skewed on purpose, to measure
+    what imbalance does (data.skew)."""
+    labels = torch.as_tensor(labels).to(torch.int64).cpu()
+    counts = torch.bincount(labels) if labels.numel() else torch.zeros(0, dtype=torch.int64)
+    keep = counts.clone()
+    for c, fraction in fractions.items():
+        if c < len(counts) and counts[c] > 0:
+            keep[c] = min(int(counts[c]), max(1, _round_half_up(float(fraction) * int(counts[c]))))
+    if labels.numel() == 0:
+        return torch.empty(0, dtype=torch.int64)
+    by_class, cls, rank = _class_orders(labels, counts, int(seed) * 2 + _SKEW_STREAM)
+    return torch.sort(by_class[rank < keep[cls]]).values

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from transferlab.config.checks import check_config
 from transferlab.data.datamodule import TransferDataModule
 from transferlab.engine.builders import make_backbone, make_datamodule, make_head, make_module, make_strategy
+from transferlab.engine.imbalance import check_imbalance, loss_terms
 from transferlab.engine.module import TransferModule
 from transferlab.engine.pretrain import tapt_encoder
 from transferlab.engine.tasks import TAPT, task_of
@@ -53,6 +54,7 @@ def make_run(cfg: DictConfig, weights: str | None = None, init: bool = True) -> 
     check_config(cfg)
     strategy = make_strategy(cfg)
     check_unlabeled(cfg, strategy)
+    check_imbalance(cfg, strategy)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     init_path = cfg.model.get("init_from") if init else None
     init_ckpt, pretrain = None, None
@@ -83,7 +85,7 @@ def make_run(cfg: DictConfig, weights: str | None = None, init: bool = True) -> 
             head, init_ckpt, init_path, num_classes=datamodule.num_classes, classes=datamodule.classes,
             reset_head=bool(cfg.model.head.get("reset", False)),
         )
-    module = make_module(cfg, backbone, head, strategy, datamodule.classes)
+    module = make_module(cfg, backbone, head, strategy, datamodule.classes, loss_terms(cfg, datamodule))
     return Run(backbone, datamodule, strategy, module, pretrain)
 
 

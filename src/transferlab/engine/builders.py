@@ -14,6 +14,7 @@ from transferlab.data.caches.token_cache import CachedTokenize, TokenCache
 from transferlab.data.datamodule import TransferDataModule
 from transferlab.data.images.storage import Storage
 from transferlab.data.images.transforms import AugmentConfig
+from transferlab.finetune.class_imbalance import LossTerms
 from transferlab.finetune.optim import OptimConfig
 from transferlab.finetune.plan import FinetunePlan
 from transferlab.finetune.strategies import Strategy, build_strategy
@@ -47,7 +48,8 @@ def make_strategy(cfg: DictConfig) -> Strategy:
 
 def optim_config(cfg: DictConfig) -> OptimConfig:
     values = plain(cfg.optim)
-    values.pop("label_smoothing", None)
+    for loss_key in ("label_smoothing", "class_weights", "logit_adjustment", "logit_adjustment_tau"):  # the loss's, not the optimizer's
+        values.pop(loss_key, None)
     if values.get("fused") is None:  # auto: the backbone kind's choice
         kind = find_kind(kind_name(cfg.model))
         values["fused"] = kind is not None and kind.fused_adamw
@@ -110,6 +112,9 @@ def datamodule_for(cfg: DictConfig, transform, storage_size: int, tokenize=None,
         unlabeled_ratio=unlabeled_ratio,
         strong_augment=strong_augment,
         use_unlabeled=use_unlabeled,
+        # Natural and whole where the keys are missing: a run from before them resumes on its own data.
+        sampler=str(d.get("sampler") or "natural"),
+        skew=plain(d.get("skew")) or None,
         seal_test=OmegaConf.select(cfg, "tune.arm") == SEARCH_ARM,
     )
 
@@ -132,7 +137,8 @@ def make_head(cfg: DictConfig, backbone: Backbone, num_classes: int):
     )
 
 
-def make_module(cfg: DictConfig, backbone: Backbone, head, strategy: Strategy, classes: list) -> TransferModule:
+def make_module(cfg: DictConfig, backbone: Backbone, head, strategy: Strategy, classes: list,
+                loss_terms: LossTerms | None = None) -> TransferModule:
     plan = FinetunePlan(strategy, backbone.block_groups(), head, backbone_lr_scale=float(cfg.model.get("backbone_lr_scale", 1.0)))
     plan.check_reachable(planned_epochs(cfg))
     log.info("plan %s", plan.describe())
@@ -144,6 +150,7 @@ def make_module(cfg: DictConfig, backbone: Backbone, head, strategy: Strategy, c
         num_classes=len(classes),
         label_smoothing=float(cfg.optim.get("label_smoothing") or 0.0),
         tta_hflip=bool(cfg.data.get("eval_hflip", False)),
+        loss_terms=loss_terms,
         extra_checkpoint_state={
             "config": OmegaConf.to_container(cfg, resolve=False),
             "classes": classes,

@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from transferlab.data.batch import Batch, SemiBatch, concat
 from transferlab.errors import DivergedError
+from transferlab.finetune.class_imbalance import LossTerms, supervised_cross_entropy
 from transferlab.finetune.optim import OptimConfig, build_optimizer, build_scheduler, param_groups
 from transferlab.finetune.plan import FinetunePlan
 from transferlab.models.backbone import Backbone, count_params
@@ -48,6 +49,7 @@ class TransferModule(pl.LightningModule):
         label_smoothing: float = 0.0,
         extra_checkpoint_state: dict | None = None,
         tta_hflip: bool = False,
+        loss_terms: LossTerms | None = None,
     ):
         super().__init__()
         # The Backbone knows how to turn a batch into features; its network is registered here as
@@ -63,6 +65,9 @@ class TransferModule(pl.LightningModule):
         self.optim_cfg = optim
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
+        # Class weights and logit adjustment of the training loss (optim.*); plain tensors, not
+        # buffers, so checkpoints keep their keys: a resumed run computes them again from its data.
+        self.loss_terms = loss_terms
         # Evaluate on the image and its mirror and average the logits (val and test alike, so the
         # checkpoint chosen on val is judged the way it is tested).
         self.tta_hflip = tta_hflip
@@ -138,7 +143,7 @@ class TransferModule(pl.LightningModule):
         head_input = features.detach() if self.strategy.head_on_detached_features else features
         logits = self.head_logits(head_input)
         y = labeled.labels
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        loss = supervised_cross_entropy(logits, y, self.label_smoothing, self.loss_terms)
         if not torch.isfinite(loss):
             raise DivergedError(self._divergence(loss.item(), labeled.inputs))
         acc = (logits.argmax(-1) == y).float().mean()

@@ -25,6 +25,7 @@ from transferlab import CONFIG_DIR
 from transferlab.engine.assemble import Run
 from transferlab.engine.builders import debug_run
 from transferlab.engine.execute import Outcome
+from transferlab.engine.imbalance import imbalance_entry
 from transferlab.engine.pretrain import MLMRun
 from transferlab.engine.tasks import MLM, task_of
 from transferlab.errors import output_error
@@ -131,6 +132,7 @@ def completed_record(cfg: DictConfig, run: Run, outcome: Outcome, *, choices: di
         probe=outcome.first_phase or outcome.last_phase,
         mlm=run.pretrain,
         confusion=confusion_entry(run, outcome),
+        imbalance=imbalance_entry(cfg, run.datamodule, run.module.loss_terms),
         per_class=per_class_entry(run, outcome),
         reliability=reliability_entry(outcome),
         calibration=outcome.calibration,

@@ -33,6 +33,10 @@ ALL_LABEL = "all"
 # `task` tells fine-tuning from MLM-then-fine-tuning (experiment=tapt): "setfit (task=tapt)".
 SETTING_KEYS = ("model_name", "weights", "image_size", "max_epochs", "lr", "decay", "unfreeze_top", "task")
 STRATEGY_ARGS = "strategy_args."
+# The class-imbalance options and data.skew (the record's `imbalance`) change the method or the
+# data, so runs that differ in them are other rows too: "partial (logit_adjustment=True)".
+IMBALANCE = "imbalance."
+IMBALANCE_SETTINGS = ("class_weights", "logit_adjustment", "logit_adjustment_tau", "sampler", "skew")
 
 # Hydra names run and multirun dirs by their start time: ${now:%Y-%m-%d}_${now:%H-%M-%S-%f}.
 _RUN_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})_(\d{2}-\d{2}-\d{2})(?:-(\d{1,6}))?")
@@ -87,7 +91,11 @@ def example_noun(runs: pd.DataFrame) -> str:
 
 
 def setting_columns(jobs: pd.DataFrame) -> list[str]:
-    return [c for c in jobs.columns if c in SETTING_KEYS or c.startswith(STRATEGY_ARGS)]
+    return [c for c in jobs.columns if c in SETTING_KEYS or c.startswith(STRATEGY_ARGS) or _imbalance_setting(c)]
+
+
+def _imbalance_setting(column: str) -> bool:
+    return column.startswith(IMBALANCE) and column.removeprefix(IMBALANCE).split(".")[0] in IMBALANCE_SETTINGS
 
 
 def strategy_labels(jobs: pd.DataFrame) -> pd.Series:
@@ -113,7 +121,7 @@ def strategy_labels(jobs: pd.DataFrame) -> pd.Series:
         for col in settings:
             values = group[col].map(lambda v: text(v, missing="none"))
             if values.nunique() > 1:
-                name = col.removeprefix(STRATEGY_ARGS)
+                name = col.removeprefix(STRATEGY_ARGS).removeprefix(IMBALANCE)
                 for i, v in values.items():
                     if f"{name}={v}" not in parts[i]:
                         parts[i].append(f"{name}={v}")

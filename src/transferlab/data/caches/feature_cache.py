@@ -295,14 +295,18 @@ class FeatureDataModule(pl.LightningDataModule):
     def load_rank_zero_state(self, trainer, state: dict) -> None:
         self.cache.stats = state["stats"]
 
-    def _loader(self, x: torch.Tensor, y: torch.Tensor, shuffle: bool) -> DataLoader:
+    def _loader(self, x: torch.Tensor, y: torch.Tensor, shuffle: bool, draw_weights: torch.Tensor | None = None) -> DataLoader:
         return batch_loader(
             x, y, trainer=self.trainer, shuffle=shuffle, seed=self.images_dm.seed,
-            batch_size=self.batch_size if shuffle else self.eval_batch_size, field="features",
+            batch_size=self.batch_size if shuffle else self.eval_batch_size, field="features", draw_weights=draw_weights,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.features("train"), self.labels("train"), shuffle=True)
+        return self._loader(self.features("train"), self.labels("train"), shuffle=True, draw_weights=self._draw_weights())
+
+    def _draw_weights(self) -> torch.Tensor | None:
+        draw = getattr(self.images_dm, "train_draw_weights", None)  # a stand-in DataModule may not have one
+        return draw() if draw is not None else None
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.eval_features("val"), self.labels("val"), shuffle=False)

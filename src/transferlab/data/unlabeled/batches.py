@@ -86,7 +86,7 @@ class PairedDataset(Dataset):
 
 
 def paired_loader(labeled, unlabeled, *, trainer, batch_size: int, ratio: int, seed: int, num_workers: int = 0,
-                  pin_memory: bool = False) -> DataLoader:
+                  pin_memory: bool = False, draw_weights=None) -> DataLoader:
     """The training DataLoader of a strategy that learns from unlabelled batches: `labeled` and
     `unlabeled` are splits (ImageArrays, TokenArrays or StreamedImages)."""
     rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
@@ -95,7 +95,7 @@ def paired_loader(labeled, unlabeled, *, trainer, batch_size: int, ratio: int, s
     if per_step > len(unlabeled):
         raise ConfigError(f"strategy.unlabeled_ratio={ratio} x data.batch_size={batch_size} asks for {per_step} unlabelled "
                           f"images a step, and the pool holds {len(unlabeled)}: lower one of them, or raise data.unlabeled_max")
-    batches = EpochBatches(len(labeled), per_rank, shuffle=True, seed=seed, rank=rank, world_size=world)
+    batches = EpochBatches(len(labeled), per_rank, shuffle=True, seed=seed, rank=rank, world_size=world, draw_weights=draw_weights)
     batches.set_epoch(epoch_to_come(trainer))
     sampler = PairedBatches(batches, UnlabeledStream(len(unlabeled), per_step, seed, rank, world))
     return DataLoader(PairedDataset(labeled, unlabeled), batch_sampler=sampler, collate_fn=as_is,
