@@ -51,13 +51,36 @@ def _failed(tool: str, error: Exception, out: str | None) -> int:
     return 2
 
 
+def _log_to_stderr(level: int) -> None:
+    """Log records as bare messages on whatever sys.stderr is when each is written. basicConfig
+    binds the stream of its first call, and a second command in the same process (a notebook, the
+    tests' capture) would then write to a stream that has since been closed."""
+    import logging
+
+    class CurrentStderr(logging.StreamHandler):
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, _value) -> None:
+            pass
+
+    root = logging.getLogger()
+    root.setLevel(level)
+    if not any(type(h).__name__ == CurrentStderr.__name__ for h in root.handlers):
+        handler = CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+
+
 def _export(args: argparse.Namespace) -> int:
     import logging
 
     from transferlab.errors import TransferlabError
     from transferlab.export import export_run
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _log_to_stderr(logging.INFO)
     try:
         result = export_run(args.run, args.format, args.out, inputs=args.inputs, log_dir=args.log_dir,
                             overwrite=args.overwrite)
@@ -80,7 +103,7 @@ def _rank(args: argparse.Namespace) -> int:
     from transferlab.ranking.scores import SCORES
     from transferlab.ranking.table import markdown, read_csv
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    _log_to_stderr(logging.WARNING)
     try:
         if args.table:
             if args.candidates or args.overrides:
