@@ -13,7 +13,7 @@ from typing import Sequence
 
 from transferlab.config.tuning import TUNING_JSON, TUNING_MARKDOWN
 from transferlab.report.stats import paired_difference, verdict
-from transferlab.tune.compare import ArmRun, StrategyOutcome
+from transferlab.tune.compare import ArmRun, StrategyOutcome, Trial
 
 JSON_FILE, MARKDOWN_FILE = TUNING_JSON, TUNING_MARKDOWN
 
@@ -115,3 +115,16 @@ def write_summary(sweep_dir: str | Path, outcomes: Sequence[StrategyOutcome], tr
     (sweep_dir / JSON_FILE).write_text(json.dumps(data, indent=2, default=str) + "\n")
     (sweep_dir / MARKDOWN_FILE).write_text(render(outcomes, trials))
     return [sweep_dir / JSON_FILE, sweep_dir / MARKDOWN_FILE]
+
+
+def load_summary(path: str | Path) -> tuple[list[StrategyOutcome], int]:
+    """tuning.json read back as the outcomes and the budget it was written from: render() of them
+    gives the sweep's tuning.md again (how a published table is checked against its record)."""
+    data = json.loads(Path(path).read_text())
+    outcomes = [
+        StrategyOutcome(grid=list(o["grid"]), strategy=o["strategy"], space=dict(o["space"]),
+                        trials=[Trial(**t) for t in o["trials"]], best=o["best"],
+                        default=[ArmRun(**r) for r in o["default"]], tuned=[ArmRun(**r) for r in o["tuned"]])
+        for o in data["outcomes"]
+    ]
+    return outcomes, int(data["trials_per_strategy"])
