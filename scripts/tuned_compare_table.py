@@ -45,11 +45,14 @@ def compact(record: dict) -> dict:
 
 
 def _job_of(run_dir: str | None, sweep: Path) -> str | None:
-    """A run dir inside the sweep as "job <n>" (None stays None): no machine path is published."""
+    """A run dir as "job <n>", or "<sweep> job <n>" for a job reused from an earlier sweep beside
+    it (None stays None): no machine path is published."""
     if run_dir is None:
         return None
-    rel = Path(run_dir).resolve().relative_to(sweep.resolve())
-    return f"job {rel.parts[0]}"
+    path = Path(run_dir).resolve()
+    if path.is_relative_to(sweep.resolve()):
+        return f"job {path.relative_to(sweep.resolve()).parts[0]}"
+    return f"{path.parent.name} job {path.name}"
 
 
 def scrubbed_summary(sweep: Path) -> dict:
