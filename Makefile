@@ -133,6 +133,15 @@ bench-storage: install
 	test -d $(STORAGE_DATA)/digits || $(BIN)/python scripts/make_image_folder.py digits --out $(STORAGE_DATA)/digits
 	$(BIN)/python scripts/bench_storage.py --root $(STORAGE_DATA)/fashion50k --digits $(STORAGE_DATA)/digits $(ARGS)
 
+# Re-run the cheapest run of every published table at this commit and print its recorded and new
+# figures side by side (transferlab reproduce; docs/reproduce.md). Not part of `make test`: it
+# trains for real, some minutes on 2 CPU cores. REPRODUCE_OUT=docs/results/reproduce to publish.
+REPRODUCE_TABLES := $(sort $(wildcard docs/results/*/results.csv docs/results/*/*/meta.json docs/results/imbalance/README.md))
+REPRODUCE_OUT ?= logs/reproduce/latest
+.PHONY: reproduce
+reproduce: install
+	$(BIN)/transferlab reproduce $(sort $(dir $(REPRODUCE_TABLES))) --out $(REPRODUCE_OUT) $(ARGS)
+
 # The prepared GPU check (scripts/gpu_check.sh): tests marked gpu, Lite0 throughput at 224 px in
 # fp32 / bf16 / channels_last / torch.compile against the model alone, launcher=parallel with 3 jobs
 # on 1 GPU, and the full Fashion-MNIST with Lite0 partial. Under 8 minutes on one GPU; writes

@@ -37,7 +37,9 @@ ALLOWED = {
     "predict": BASE | {"data", "inference", "engine"},
     # Ranks backbones by their frozen features, as a run builds them; reads records, not the report.
     "ranking": BASE | {"data", "models", "finetune", "engine"},
-    "cli": BASE | {"report", "export", "ranking"},
+    # Re-runs published records through train.py in a subprocess: it imports records, not the stack.
+    "reproduce": BASE,
+    "cli": BASE | {"report", "export", "ranking", "reproduce"},
 }
 
 

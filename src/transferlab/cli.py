@@ -135,6 +135,44 @@ def _rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    import time
+
+    from transferlab.errors import ConfigError, TransferlabError
+    from transferlab.reproduce.rerun import prepare_out, rerun, write_report
+    from transferlab.reproduce.sources import cheapest, recorded_runs
+
+    try:
+        chosen = []
+        for target in args.targets:
+            runs = recorded_runs(target)
+            if args.run:
+                picked = [r for r in runs if r.name in args.run or r.name.split("/")[-1] in args.run]
+            else:
+                picked = [r for r in runs if r.completed] if args.all else [cheapest(runs)]
+            # Tables that cite the same run (semi_supervised repeats data_efficiency's rows) re-run it once.
+            chosen += [r for r in picked if r.overrides not in {c.overrides for c in chosen}]
+        if not chosen:
+            names = ", ".join(r.name for t in args.targets for r in recorded_runs(t)[:8])
+            raise ConfigError(f"--run {' '.join(args.run)} matches no run of {' '.join(args.targets)}: "
+                              f"pass one of its run names ({names}, ...) or leave --run out")
+        if args.list:
+            for r in chosen:
+                print(f"{r.name}: python train.py {' '.join(r.overrides)}")
+            return 0
+        out = prepare_out(Path(args.out or Path("logs") / "reproduce" / time.strftime("%Y-%m-%d_%H-%M-%S")))
+        results = []
+        for r in chosen:
+            print(f"re-running {r.name}: python train.py {' '.join(r.overrides)}", flush=True)
+            results.append(rerun(r, out))
+        md, js, text = write_report(results, out, Path(__file__).resolve().parents[2])
+    except (TransferlabError, OSError) as e:
+        return _failed("reproduce", e, args.out)
+    print(text, end="")
+    print(f"wrote {md}\nwrote {js}")
+    return 0 if all(r.status == "completed" for r in results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transferlab",
@@ -189,6 +227,22 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--table", default=None, help="a ranking.csv (or its folder) written before: check it --against DIR")
     rank.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (default: 0)")
     rank.set_defaults(func=_rank)
+
+    reproduce = sub.add_parser(
+        "reproduce",
+        help="re-run a published table's runs at the current commit and print old and new figures side by side",
+        description="Read the runs a TARGET publishes (a results.csv, a folder of records such as "
+        "docs/results/<table>/, or one metrics.json), re-run each one's overrides through train.py at the current "
+        "commit, and print the recorded and the new test accuracy, macro-F1, ECE and validation accuracy. "
+        "Writes reproduce.md and reproduce.json to --out. By default each TARGET's cheapest completed run.",
+    )
+    reproduce.add_argument("targets", nargs="+", metavar="TARGET", help="a published table's folder, a results.csv or a record")
+    which = reproduce.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="every completed run, not only the cheapest")
+    which.add_argument("--run", nargs="+", default=None, metavar="NAME", help="these runs, by name (as --list prints them)")
+    reproduce.add_argument("--list", action="store_true", help="print the chosen runs and their commands; run nothing")
+    reproduce.add_argument("--out", "-o", default=None, help="output folder (default: logs/reproduce/<date>_<time>)")
+    reproduce.set_defaults(func=_reproduce)
     return parser
 
 

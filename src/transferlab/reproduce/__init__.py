@@ -1,0 +1,1 @@
+"""Re-running what a published table cites: `transferlab reproduce` (docs/reproduce.md)."""
