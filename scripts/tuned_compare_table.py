@@ -1,6 +1,7 @@
 """A tuned-comparison sweep (experiment=tuned_compare) published under docs/results/tuned_compare/<name>/.
 
     python scripts/tuned_compare_table.py publish logs/tuned_compare/multiruns/<time> --name fmnist_10 --command "..."
+    python scripts/tuned_compare_table.py publish logs/tuned_compare/multiruns/<time2> --name fmnist_10 --add --command "..."
     python scripts/tuned_compare_table.py render                # every published README again from its records
 
 `publish` refuses a sweep whose jobs ran on uncommitted code or on more than one commit. It writes
@@ -63,22 +64,59 @@ def scrubbed_summary(sweep: Path) -> dict:
     return data
 
 
-def publish(sweep: Path, name: str, command: str | None = None) -> Path:
-    records = job_records(sweep)
-    if not records:
-        raise SystemExit(f"{sweep} holds no job records (<job>/metrics.json): pass a tuned_compare sweep dir")
+def _one_clean_commit(sweep: Path, records: dict[str, dict]) -> str:
     codes = {(r.get("provenance") or {}).get("code", {}).get("commit") for r in records.values()}
     dirty = [job for job, r in records.items() if (r.get("provenance") or {}).get("code", {}).get("dirty") is not False]
     if dirty or len(codes) != 1:
         raise SystemExit(f"{sweep}: jobs {dirty or 'all'} ran on uncommitted code or on {len(codes)} commits: "
                          "published numbers need one clean commit; re-run the sweep on a clean tree")
+    return codes.pop()
+
+
+def publish(sweep: Path, name: str, command: str | None = None, add: bool = False,
+            table_command: str | None = None) -> Path:
+    """Publish a sweep as docs/results/tuned_compare/<name>/; with add, join its strategies to the
+    table already there (same commit, same grid points, strategies it does not have yet)."""
+    records = job_records(sweep)
+    if not records:
+        raise SystemExit(f"{sweep} holds no job records (<job>/metrics.json): pass a tuned_compare sweep dir")
+    commit = _one_clean_commit(sweep, records)
     out = OUT / name
+    summary = scrubbed_summary(sweep)
+    sweeps = [{"sweep": sweep.name, "command": command}]
+    prefix = ""
+    if add:
+        if not (out / "meta.json").is_file():
+            raise SystemExit(f"--add: {out} holds no published table; publish the first sweep without --add")
+        meta = json.loads((out / "meta.json").read_text())
+        if meta["commit"] != commit:
+            raise SystemExit(f"--add: {sweep} ran at {commit[:7]}, the table at {meta['commit'][:7]}: "
+                             "a table's arms share one commit; re-run the sweep at that commit")
+        published = json.loads((out / TUNING_JSON).read_text())
+        have = {(tuple(o["grid"]), o["strategy"]) for o in published["outcomes"]}
+        again = sorted({o["strategy"] for o in summary["outcomes"] if (tuple(o["grid"]), o["strategy"]) in have})
+        if again:
+            raise SystemExit(f"--add: {', '.join(again)} already in {out}: add a sweep of other strategies")
+        if published["trials_per_strategy"] != summary["trials_per_strategy"]:
+            raise SystemExit("--add: the sweeps tuned with different budgets (tune.trials): a table compares equal budgets")
+        for outcome in summary["outcomes"]:
+            for run in (*outcome["trials"], *outcome["default"], *outcome["tuned"]):
+                if run["run_dir"] and run["run_dir"].startswith("job "):
+                    run["run_dir"] = f"{sweep.name} {run['run_dir']}"
+        summary["outcomes"] = published["outcomes"] + summary["outcomes"]
+        sweeps = meta.get("sweeps") or [{"sweep": meta["sweep"], "command": meta.get("command")}]
+        sweeps.append({"sweep": sweep.name, "command": command})
+        prefix = f"{sweep.name}-"
+        command = table_command or meta.get("command")
     (out / "records").mkdir(parents=True, exist_ok=True)
     for job, record in records.items():
         if (record.get("config") or {}).get("tune_arm") != SEARCH_ARM:
-            (out / "records" / f"{job}.json").write_text(json.dumps(compact(record), indent=1) + "\n")
-    (out / TUNING_JSON).write_text(json.dumps(scrubbed_summary(sweep), indent=1) + "\n")
-    (out / "meta.json").write_text(json.dumps({"command": command, "sweep": sweep.name, "commit": codes.pop()}, indent=1) + "\n")
+            (out / "records" / f"{prefix}{job}.json").write_text(json.dumps(compact(record), indent=1) + "\n")
+    (out / TUNING_JSON).write_text(json.dumps(summary, indent=1) + "\n")
+    meta = {"command": table_command or command, "sweep": sweeps[0]["sweep"], "commit": commit}
+    if len(sweeps) > 1:
+        meta["sweeps"] = sweeps
+    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     (out / "README.md").write_text(render(out))
     return out
 
@@ -114,11 +152,17 @@ def render(out: Path) -> str:
     records = [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
     tuning = render_tuning(outcomes, trials)
     body = re.sub(r"^# Tuned comparison\n", "", tuning)
+    sweeps = meta.get("sweeps") or [{"sweep": meta["sweep"]}]
+    names = " and ".join(f"`{s['sweep']}`" for s in sweeps)
     lines = [f"# Tuned comparison: {out.name}", "",
-             f"Sweep `{meta['sweep']}` at commit {meta['commit'][:7]} (clean tree); every tested job's record is in "
-             "`records/`, every trial in `tuning.json`. Rendered by `python scripts/tuned_compare_table.py render`.", ""]
+             f"{'Sweeps' if len(sweeps) > 1 else 'Sweep'} {names} at commit {meta['commit'][:7]} (clean tree); every "
+             "tested job's record is in `records/`, every trial in `tuning.json`. Rendered by "
+             "`python scripts/tuned_compare_table.py render`.", ""]
     if meta.get("command"):
         lines += ["```bash", meta["command"], "```", ""]
+    if len(sweeps) > 1:
+        lines += ["The table joins the sweeps' strategies (the command above runs them in one sweep):", "",
+                  *[f"- `{s['sweep']}`: `{s['command']}`" for s in sweeps], ""]
     return "\n".join(lines) + body.lstrip("\n") + "\n".join(calibration_table(records)) + "\n"
 
 
@@ -133,10 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     pub.add_argument("sweep", type=Path)
     pub.add_argument("--name", required=True, help="the folder under docs/results/tuned_compare/")
     pub.add_argument("--command", default=None, help="the command that ran the sweep, shown above its table")
+    pub.add_argument("--add", action="store_true",
+                     help="join the sweep's strategies to the table published under --name (same commit and budget)")
+    pub.add_argument("--table-command", default=None,
+                     help="with --add: the one command that runs every strategy of the joined table")
     sub.add_parser("render", help="render every published table from its records")
     args = parser.parse_args(argv)
     if args.action == "publish":
-        print(f"wrote {publish(args.sweep, args.name, args.command).relative_to(ROOT)}")
+        print(f"wrote {publish(args.sweep, args.name, args.command, args.add, args.table_command).relative_to(ROOT)}")
     else:
         for out in rendered_dirs():
             (out / "README.md").write_text(render(out))

@@ -44,6 +44,26 @@ def test_a_tuned_comparison_comes_from_one_clean_commit_and_names_no_machine_pat
     assert "/tmp/" not in text and "/work/" not in text and "/home/" not in text and "run_dir\": \"/" not in text
 
 
+@pytest.mark.parametrize("out", TUNED_DIRS, ids=lambda p: p.name)
+def test_every_tuned_table_figure_is_a_records_test_accuracy(out):
+    # The table is rendered from tuning.json; each arm run in it must be a tested job's record.
+    records = {}
+    for p in (out / "records").glob("*.json"):
+        r = json.loads(p.read_text())
+        c = r["config"]
+        records[(c["samples_per_class"], c["strategy"], c["tune_arm"], c["seed"])] = r
+    outcomes = json.loads((out / "tuning.json").read_text())["outcomes"]
+    checked = 0
+    for o in outcomes:
+        size = next(int(g.split("=")[1]) for g in o["grid"] if g.startswith("data.samples_per_class="))
+        for arm in ("default", "tuned"):
+            for run in o[arm]:
+                record = records[(size, o["strategy"], arm, run["seed"])]
+                assert (run["test"], run["val"]) == (record["test"]["acc"], record["val"]["acc"]), (o["strategy"], arm, run)
+                checked += 1
+    assert checked == len(records)
+
+
 def test_an_edited_record_makes_its_tuned_table_stale(tmp_path):
     out = shutil.copytree(TUNED_DIRS[0], tmp_path / TUNED_DIRS[0].name)
     summary = json.loads((out / "tuning.json").read_text())
