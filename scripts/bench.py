@@ -26,7 +26,6 @@ import logging
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -91,30 +90,24 @@ def write_report(text: str, out: str, say) -> None:
         say(f"wrote {out}")
 
 
-def machine_info(threads: int) -> dict:
+def machine_info(threads: int, command: str | None = None) -> dict:
+    """The provenance every benchmark document starts with: the command, when and where it ran, the
+    commit (and whether the tree was clean), the lock it was installed from, the library versions."""
     import lightning
     import timm
     import torchvision
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        commit += " (uncommitted changes)" if dirty else ""
-    except OSError:
-        commit = "unknown"
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU run)"
-    return {
+    from transferlab.utils.provenance import code_state, environment, machine
+
+    code = code_state(str(ROOT))
+    env = environment(str(ROOT))
+    host = machine()
+    drift = ", ".join(f"{k} {v}" for k, v in sorted(env["lock_differs"].items())) or "none"
+    info = {"command": f"`{command.strip()}`"} if command else {}
+    info.update({
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}",
-        "gpu": gpu,
+        "machine": f"{host['cpu']}, {host['cpu_count']} logical CPUs, {platform.system()} {platform.release()}",
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU run)",
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a",
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -122,8 +115,10 @@ def machine_info(threads: int) -> dict:
         "timm": timm.__version__,
         "lightning": lightning.__version__,
         "torch threads": threads,
-        "transferlab commit": commit,
-    }
+        "transferlab commit": (code["commit"] or "unknown") + (" (uncommitted changes)" if code["dirty"] else ""),
+        "lock": f"{env['lock'] or 'none'} (installed packages that differ from it: {drift})",
+    })
+    return info
 
 
 # --- configs -------------------------------------------------------------------------------------
@@ -521,7 +516,7 @@ def main(argv=None) -> int:
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
-    info = machine_info(args.threads)
+    info = machine_info(args.threads, "python scripts/bench.py " + " ".join(sys.argv[1:] if argv is None else argv))
     parts = []
     try:
         if sections & {"1", "2"}:

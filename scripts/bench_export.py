@@ -214,7 +214,7 @@ def main(argv=None) -> int:
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
-    info = helpers.machine_info(args.threads)
+    info = helpers.machine_info(args.threads, "python scripts/bench_export.py " + " ".join(sys.argv[1:] if argv is None else argv))
     import onnxruntime
 
     info["onnxruntime"] = onnxruntime.__version__

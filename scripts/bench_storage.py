@@ -268,7 +268,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    info = machine_info(torch.get_num_threads())
+    info = machine_info(torch.get_num_threads(), "python scripts/bench_storage.py " + " ".join(sys.argv[1:] if argv is None else argv))
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="transferlab-storage-"))
     try:
         body = report(args, work, say)

@@ -31,6 +31,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def hf_trainer(train, test, classes, args, work: Path) -> dict:
@@ -153,13 +154,22 @@ def main(argv=None) -> int:
     say("transferlab strategy=extract (L-BFGS probe)")
     extract = transferlab_run(["strategy=extract", "strategy.solver=lbfgs"], args, work)
     rows.append(("transferlab `strategy=extract` (feature cache, L-BFGS probe)", extract))
+    from bench import machine_info, table
+
+    command = f"python scripts/bench_text.py {' '.join(sys.argv[1:] if argv is None else argv)}"
+    info = machine_info(args.threads, command)
+    import transformers
+
+    info["transformers"] = transformers.__version__
     lines = [
         "# Benchmarks: text, against the Hugging Face Trainer",
         "",
         f"Written by `scripts/bench_text.py` (`make bench-text`) in {time.perf_counter() - started:.0f} s: "
-        f"`python scripts/bench_text.py {' '.join(sys.argv[1:] if argv is None else argv)}`. all-MiniLM-L6-v2 "
+        f"`{command.strip()}`. all-MiniLM-L6-v2 "
         f"(packaged weights) on BBC News, {args.per_class} articles per class ({len(train)}; seed {args.seed}), "
         f"{args.epochs} epochs, batch 16, max_length {args.max_length}, {args.threads} torch threads, CPU. One run each.",
+        "",
+        table(["", ""], [[k, v] for k, v in info.items()]),
         "",
         "| run | test acc | fit time | speed-up vs HF Trainer |",
         "|---|---|---|---|",
