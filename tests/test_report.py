@@ -677,3 +677,27 @@ def test_every_strategy_gets_its_own_colour_and_marker_in_every_plot() -> None:
     fig = acc_vs_size(groups, 100.0, styles)
     drawn = {bar.get_label(): (to_hex(bar.lines[0].get_color()), bar.lines[0].get_marker()) for bar in fig.axes[0].containers}
     assert drawn == {n: (to_hex(styles[n].color), styles[n].marker) for n in ("strategy_05", "strategy_11")}
+
+
+def test_a_tuned_arm_has_its_strategys_colour_and_marker_drawn_dashed_and_hollow() -> None:
+    from matplotlib.colors import to_hex
+
+    from transferlab.report.plots import acc_vs_size, strategy_styles, untuned_label
+
+    assert untuned_label("partial (tuned)") == ("partial", True)
+    assert untuned_label("lora (r=8, tuned)") == ("lora (r=8)", True)
+    assert untuned_label("dann (domain_weight=0)") == ("dann (domain_weight=0)", False)
+    styles = strategy_styles(["partial", "partial (tuned)", "full", "full (tuned)", "extract"])
+    assert len({to_hex(s.color) for s in styles.values()}) == 3  # three methods, three colours
+    for name in ("partial", "full"):
+        default, tuned = styles[name], styles[f"{name} (tuned)"]
+        assert (to_hex(tuned.color), tuned.marker) == (to_hex(default.color), default.marker)
+        assert (default.linestyle, tuned.linestyle) == ("-", "--") and tuned.face == "none"
+    groups = pd.DataFrame({"model": "m", "data": "d", "strategy": ["partial", "partial", "partial (tuned)", "partial (tuned)"],
+                           "size": ["10", "100"] * 2, "size_x": [10.0, 100.0] * 2, "test_mean": [50.0, 60.0, 55.0, 66.0],
+                           "test_std": [1.0] * 4})
+    fig = acc_vs_size(groups, 100.0, styles)
+    lines = {bar.get_label(): bar.lines[0] for bar in fig.axes[0].containers}
+    assert lines["partial"].get_linestyle() == "-" and lines["partial (tuned)"].get_linestyle() == "--"
+    assert lines["partial (tuned)"].get_markerfacecolor() == "none"
+    assert to_hex(lines["partial"].get_markerfacecolor()) == to_hex(styles["partial"].color)

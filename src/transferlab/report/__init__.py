@@ -13,7 +13,7 @@
   ``confusion_png``); beside it each run's test ECE and its reliability diagram (schema 4,
   ``reliability_png``); the groups' table has test ECE and NLL mean ± std;
 - ``acc_vs_size.png``, ``acc_vs_time.png``, ``params_by_strategy.png``: each strategy one colour
-  and marker in every plot (plots.strategy_styles).
+  and marker in every plot, its tuned arm the same ones dashed and hollow (plots.strategy_styles).
 
 Paths in the CSV and markdown are relative to OUT. The steps, one module each: collect (walk the
 dirs, one row per job; experiments tells which jobs are one experiment), summarize (groups),

@@ -8,6 +8,7 @@ needed, and whatever backend the caller's session uses is left alone.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -18,6 +19,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from transferlab.config.tuning import TUNED_ARM
 
 DPI = 110
 
@@ -40,6 +43,15 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 class Style:
     color: Any
     marker: str
+    tuned: bool = False  # a tuned arm: its strategy's colour and marker, dashed and hollow
+
+    @property
+    def linestyle(self) -> str:
+        return "--" if self.tuned else "-"
+
+    @property
+    def face(self) -> Any:
+        return "none" if self.tuned else self.color
 
 
 def _palette(n: int) -> list:
@@ -52,11 +64,29 @@ def _palette(n: int) -> list:
     return [hsv(i / n) for i in range(n)]
 
 
+def untuned_label(label: str) -> tuple[str, bool]:
+    """A row label without its tuned-arm mark, and whether it had one: "partial (tuned)" is
+    ("partial", True), "lora (r=8, tuned)" is ("lora (r=8)", True)."""
+    match = re.fullmatch(r"(.*) \((.*)\)", label)
+    if not match:
+        return label, False
+    parts = [p.strip() for p in match.group(2).split(",")]
+    if TUNED_ARM not in parts:
+        return label, False
+    rest = [p for p in parts if p != TUNED_ARM]
+    return (f"{match.group(1)} ({', '.join(rest)})" if rest else match.group(1)), True
+
+
 def strategy_styles(names: Iterable[str]) -> dict[str, Style]:
     """A colour and a marker of its own for every strategy, by sorted name: one report computes it
-    once from all its strategies, so a strategy looks the same in every plot."""
-    ordered = sorted({str(n) for n in names})
-    return {name: Style(color, MARKERS[i % len(MARKERS)]) for i, (name, color) in enumerate(zip(ordered, _palette(len(ordered))))}
+    once from all its strategies, so a strategy looks the same in every plot. A tuned arm shares
+    its default arm's colour and marker and is drawn dashed and hollow, so the pair reads as one
+    method at two settings."""
+    labels = sorted({str(n) for n in names})
+    base = {label: untuned_label(label) for label in labels}
+    ordered = sorted({b for b, _ in base.values()})
+    looks = {name: (color, MARKERS[i % len(MARKERS)]) for i, (name, color) in enumerate(zip(ordered, _palette(len(ordered))))}
+    return {label: Style(*looks[b], tuned=tuned) for label, (b, tuned) in base.items()}
 
 
 def _finish(fig: Figure, title: str, handles: dict[str, Any] | None = None) -> Figure:
@@ -120,7 +150,8 @@ def acc_vs_size(groups: pd.DataFrame, scale: float, styles: dict[str, Style] | N
         for strategy, line in panel.groupby("strategy", sort=False):
             style = styles[strategy]
             handles[strategy] = ax.errorbar(line["x"], line["mean"], yerr=line["std"].fillna(0), marker=style.marker, ms=5,
-                                            capsize=3, lw=1.5, color=style.color, label=strategy)
+                                            capsize=3, lw=1.5, ls=style.linestyle, mfc=style.face, color=style.color,
+                                            label=strategy)
         ticks = panel.drop_duplicates("x").sort_values("x")
         ax.set_xscale("log")
         ax.set_xticks(ticks["x"].tolist())
@@ -160,11 +191,11 @@ def acc_vs_time(groups: pd.DataFrame, runs: pd.DataFrame, scale: float, styles: 
             style = styles[strategy]
             c = style.color
             p = points[(points["model"] == model) & (points["data"] == data) & (points["strategy"] == strategy)]
-            ax.scatter(p["time"], p["test"], s=12, alpha=0.35, color=c, marker=style.marker, linewidths=0,
-                       label=f"{strategy} runs")
+            ax.scatter(p["time"], p["test"], s=12, alpha=0.35, facecolors=style.face, edgecolors=c, marker=style.marker,
+                       linewidths=0.8 if style.tuned else 0, label=f"{strategy} runs")
             handles[strategy] = ax.errorbar(line["time_mean"], line["test_mean"], xerr=line["time_std"].fillna(0),
                                             yerr=line["test_std"].fillna(0), marker=style.marker, ms=5, capsize=2, lw=1,
-                                            color=c, label=strategy)
+                                            ls=style.linestyle, mfc=style.face, color=c, label=strategy)
             for t, a, size in zip(line["time_mean"], line["test_mean"], line["size"]):
                 ax.annotate(size, (t, a), textcoords="offset points", xytext=(4, 4), fontsize=7, color=c)
         ax.set_xscale("log")
