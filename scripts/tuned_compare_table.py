@@ -41,6 +41,8 @@ def compact(record: dict) -> dict:
     return {
         "code": prov.get("code") or {}, "environment": prov.get("environment") or {},
         "versions": {k: v for k, v in (prov.get("versions") or {}).items() if k in ("torch", "timm", "lightning")},
+        # torch's threads decide the last digits of a re-run (transferlab reproduce sets them).
+        "machine": {k: v for k, v in (prov.get("machine") or {}).items() if k in ("cpu_count", "torch_threads")} or None,
         **{k: record.get(k) for k in KEPT}, "calibration": calibration,
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from test_cli import ROOT, TINY, metrics_of, run_cli
 from transferlab import cli
 from transferlab.errors import ConfigError
-from transferlab.reproduce.rerun import Reproduction, markdown, prepare_out
+from transferlab.reproduce.rerun import Reproduction, environment, markdown, prepare_out
 from transferlab.reproduce.sources import RecordedRun, cheapest, recorded_runs, rerun_overrides
 
 PUBLISHED = sorted(p for p in (ROOT / "docs" / "results").glob("*/") if p.is_dir() and p.name != "ranking")
@@ -25,6 +26,11 @@ def _write_csv(path: Path, rows: list[dict]) -> Path:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    return path
+
+
+def _write_json(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data))
     return path
 
 
@@ -96,11 +102,23 @@ def test_the_report_says_same_for_an_equal_figure_and_the_change_for_a_moved_one
     run = RecordedRun(name="t/1", overrides=("seed=1",), figures={"test.acc": 0.7114, "val.acc": 0.5}, commit="8b57703aa")
     result = Reproduction(run=run, run_dir="x", status="completed", seconds=3.0, figures={"test.acc": 0.7057, "val.acc": 0.5})
     text = markdown([result], {"commit": "1234567890", "dirty": False})
-    assert "| t/1 | 8b57703 | test.acc | 0.7114 | 0.7057 | -0.0057 |" in text
-    assert "| t/1 | 8b57703 | val.acc | 0.5000 | 0.5000 | same |" in text
+    assert "| t/1 | 8b57703 | not recorded | test.acc | 0.7114 | 0.7057 | -0.0057 |" in text
+    assert "| t/1 | 8b57703 | not recorded | val.acc | 0.5000 | 0.5000 | same |" in text
     assert not result.reproduced()
     failed = Reproduction(run=run, run_dir="x", status="failed", seconds=1.0, error="DataError: no such folder")
-    assert "| t/1 | 8b57703 | failed | | | DataError: no such folder |" in markdown([failed], {"commit": None})
+    assert "| t/1 | 8b57703 | not recorded | failed | | | DataError: no such folder |" in markdown([failed], {"commit": None})
+
+
+def test_a_re_run_gets_the_torch_threads_its_record_ran_with(tmp_path):
+    # A parallel sweep's jobs run with fewer threads than a single run, and float sums follow them.
+    row = {**_row(1, "3"), "provenance.machine.torch_threads": "1"}
+    (run,) = recorded_runs(_write_csv(tmp_path / "results.csv", [row]))
+    assert run.threads == 1
+    assert environment(run)["OMP_NUM_THREADS"] == "1" and environment(run)["MKL_NUM_THREADS"] == "1"
+    record = {"overrides": ["seed=1"], "provenance": {"machine": {"torch_threads": 2}}, "test": {"acc": 0.5}}
+    assert recorded_runs(_write_json(tmp_path / "r.json", record))[0].threads == 2
+    unknown = RecordedRun(name="a", overrides=("seed=1",))
+    assert environment(unknown).get("OMP_NUM_THREADS") == os.environ.get("OMP_NUM_THREADS")
 
 
 def test_cli_reproduce_bad_target_is_one_line_and_status_2(capsys):

@@ -9,6 +9,7 @@ line), so one broken row never hides the rest.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -79,11 +80,19 @@ def prepare_out(out_dir: Path) -> Path:
     return out_dir
 
 
+def environment(run: RecordedRun) -> dict[str, str]:
+    """The re-run's environment: this one, with torch's threads set to the record's where it names them."""
+    env = dict(os.environ)
+    if run.threads:
+        env.update({"OMP_NUM_THREADS": str(run.threads), "MKL_NUM_THREADS": str(run.threads)})
+    return env
+
+
 def rerun(run: RecordedRun, out_dir: Path, python: str = sys.executable) -> Reproduction:
     run_dir = out_dir / _slug(run.name)
     command = [python, "-c", _TRAIN, *run.overrides, f"hydra.run.dir={run_dir}", "auto_resume=false"]
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=environment(run))
     seconds = round(time.perf_counter() - start, 1)
     (out_dir / f"{_slug(run.name)}.log").write_text(done.stdout + done.stderr)
     metrics = run_dir / METRICS_FILE
@@ -103,17 +112,19 @@ def markdown(results: list[Reproduction], commit: dict) -> str:
     lines = ["# Reproduced", "",
              f"Re-run at commit {head[:7]}{' (uncommitted changes)' if commit.get('dirty') else ''}; "
              f"a figure counts as reproduced within {SAME:g}.", "",
-             "| run | recorded at | figure | recorded | now | change | seconds (then / now) |", "|---|---|---|---|---|---|---|"]
+             "| run | recorded at | threads | figure | recorded | now | change | seconds (then / now) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         then = f"{(r.run.commit or 'unknown')[:7]}{'+dirty' if r.run.dirty else ''}"
         seconds = f"{_cell(r.run.seconds) if r.run.seconds is None else f'{r.run.seconds:.0f}'} / {r.seconds:.0f}"
+        threads = r.run.threads or "not recorded"
         if r.status != "completed":
-            lines.append(f"| {r.run.name} | {then} | {r.status} | | | {r.error or ''} | {seconds} |")
+            lines.append(f"| {r.run.name} | {then} | {threads} | {r.status} | | | {r.error or ''} | {seconds} |")
             continue
         for key, old in r.run.figures.items():
             new = r.figures.get(key)
             change = "\u2013" if new is None else ("same" if abs(new - old) <= SAME else f"{new - old:+.4f}")
-            lines.append(f"| {r.run.name} | {then} | {key} | {_cell(old)} | {_cell(new)} | {change} | {seconds} |")
+            lines.append(f"| {r.run.name} | {then} | {threads} | {key} | {_cell(old)} | {_cell(new)} | {change} | {seconds} |")
     return "\n".join(lines) + "\n"
 
 

@@ -36,6 +36,9 @@ class RecordedRun:
     dirty: bool | None = None
     seconds: float | None = None
     completed: bool = True
+    # torch's intra-op threads when it ran: the order of float sums follows them, so a re-run with
+    # other threads gives other last digits (a parallel sweep's jobs get fewer threads than a run).
+    threads: int | None = None
 
 
 def rerun_overrides(overrides) -> tuple[str, ...]:
@@ -63,8 +66,14 @@ def _overrides_of(record: dict, where: str) -> tuple[str, ...]:
                       "a compact record (docs/results/<table>/...) or a results.csv row")
 
 
+def _int(value) -> int | None:
+    number = _float(value)
+    return None if number is None else int(number)
+
+
 def from_record(record: dict, name: str, where: str) -> RecordedRun:
     code = record.get("code") or (record.get("provenance") or {}).get("code") or {}
+    machine = record.get("machine") or (record.get("provenance") or {}).get("machine") or {}
     figures = {}
     for split, metric in FIGURES:
         value = _float((record.get(split) or {}).get(metric))
@@ -72,7 +81,7 @@ def from_record(record: dict, name: str, where: str) -> RecordedRun:
             figures[f"{split}.{metric}"] = value
     return RecordedRun(name=name, overrides=_overrides_of(record, where), figures=figures, commit=code.get("commit"),
                        dirty=code.get("dirty"), seconds=_float((record.get("time") or {}).get("total_s")),
-                       completed=record.get("status", "completed") == "completed")
+                       completed=record.get("status", "completed") == "completed", threads=_int(machine.get("torch_threads")))
 
 
 def from_csv_row(row: dict, name: str) -> RecordedRun:
@@ -81,7 +90,8 @@ def from_csv_row(row: dict, name: str) -> RecordedRun:
     return RecordedRun(name=name, overrides=rerun_overrides(row["overrides"].split()), figures=figures,
                        commit=row.get("provenance.code.commit") or None,
                        dirty=None if dirty in (None, "") else dirty == "True",
-                       seconds=_float(row.get("time.total_s")), completed=row.get("status") == "completed")
+                       seconds=_float(row.get("time.total_s")), completed=row.get("status") == "completed",
+                       threads=_int(row.get("provenance.machine.torch_threads")))
 
 
 def _read_json(path: Path) -> dict:
