@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # transferlab rank over the backbones available offline, on Fashion-MNIST at 100 images per class:
-# EfficientNet-Lite0 at three image sizes, Lite1 and Lite2 at two, and two random-init controls.
+# EfficientNet-Lite0, Lite1 and Lite2 at 64, 96 and 128 px, and Lite0 from random init at 64 and 96
+# (sizes a CPU can also fine-tune, so scripts/rank_truth.sh can check the ranking against fine-tuning).
 # Writes ranking.md, ranking.csv and provenance.json (command, time, commit) to docs/results/ranking/
 # (or $1). A table to publish comes from a clean tree: this refuses to run on uncommitted code.
 set -euo pipefail
@@ -11,15 +12,17 @@ if [ -z "${ALLOW_DIRTY:-}" ] && [ -n "$(git status --porcelain --untracked-files
   exit 2
 fi
 candidates=(
+  model=efficientnet_lite0,data.image_size=64
   model=efficientnet_lite0,data.image_size=96
-  model=efficientnet_lite0,data.image_size=160
-  model=efficientnet_lite0,data.image_size=224
+  model=efficientnet_lite0,data.image_size=128
+  model=efficientnet_lite1,data.image_size=64
   model=efficientnet_lite1,data.image_size=96
-  model=efficientnet_lite1,data.image_size=240
+  model=efficientnet_lite1,data.image_size=128
+  model=efficientnet_lite2,data.image_size=64
   model=efficientnet_lite2,data.image_size=96
-  model=efficientnet_lite2,data.image_size=260
+  model=efficientnet_lite2,data.image_size=128
+  model=efficientnet_lite0,model.weights=none,data.image_size=64
   model=efficientnet_lite0,model.weights=none,data.image_size=96
-  model=efficientnet_lite0,model.weights=none,data.image_size=224
 )
 installed=()
 for c in "${candidates[@]}"; do
