@@ -11,7 +11,7 @@ import timm
 import torch
 
 from transferlab.cli import main
-from transferlab.ranking.agreement import agreement, kendall_ci
+from transferlab.ranking.agreement import agreement, agreement_markdown, kendall_ci
 from transferlab.ranking.candidates import parse_candidates, split_overrides
 from transferlab.ranking.hscore import hscore
 from transferlab.ranking.leep import leep
@@ -126,7 +126,7 @@ def test_kendall_tau_and_its_bootstrap_interval_on_a_hand_made_case():
 
 def write_run(path, model_name, weights, image_size, acc, strategy="partial", seed=0):
     path.mkdir(parents=True)
-    RunRecord(test={"acc": acc}, time=Timing(total_s=10.0),
+    RunRecord(test={"acc": acc}, time=Timing(total_s=10.0), provenance={"code": {"commit": "abcdef123", "dirty": False}},
               config=RunConfig(model_name=model_name, weights=weights, image_size=image_size, strategy=strategy, seed=seed)
               ).write(path / "metrics.json")
 
@@ -140,6 +140,9 @@ def test_agreement_matches_rows_to_their_runs_and_averages_the_seeds(tmp_path):
     taus, matched = agreement(rows, ["logme", "nce"], [tmp_path / "sweep"], bootstrap=200)
     assert [r["test_acc"] for r in matched] == pytest.approx([0.505, 0.605, 0.705, 0.805])
     assert [r["runs"] for r in matched] == [2, 2, 2, 2]
+    assert [r["test_sd"] for r in matched] == pytest.approx([0.00707107] * 4)
+    assert {r["commits"] for r in matched} == {"abcdef1"}
+    assert "from commit abcdef1:" in agreement_markdown(taus, matched)
     assert taus[0]["tau"] == pytest.approx(1.0) and taus[1]["tau"] is None  # nce: n/a for every candidate
     write_run(tmp_path / "sweep" / "other", "m", "w", 32, 0.9, strategy="full")
     with pytest.raises(Exception, match="2 strategies"):

@@ -31,6 +31,13 @@ class Truth:
     test_acc: float  # mean over the matched runs
     runs: int
     seconds: float  # the matched runs' total wall time
+    test_sd: float | None = None  # over the matched runs (seeds); None for one run
+    commits: tuple[str, ...] = ()  # the code the runs came from, "<sha7>" or "<sha7>+dirty"
+
+
+def _commit(record: RunRecord) -> str:
+    code = (record.provenance or {}).get("code") or {}
+    return f"{(code.get('commit') or 'unknown')[:7]}{'+dirty' if code.get('dirty') else ''}"
 
 
 def run_key(model_name, weights, image_size) -> tuple:
@@ -59,7 +66,9 @@ def fine_tuned(dirs: list[str | Path]) -> dict[tuple, Truth]:
                           f"({', '.join(sorted(map(str, strategies)))}): pass a sweep of one strategy to --against")
     return {
         key: Truth(float(np.mean([r.test["acc"] for r in records])), len(records),
-                   float(sum(r.time.total_s or 0.0 for r in records)))
+                   float(sum(r.time.total_s or 0.0 for r in records)),
+                   float(np.std([r.test["acc"] for r in records], ddof=1)) if len(records) > 1 else None,
+                   tuple(sorted({_commit(r) for r in records})))
         for key, records in found.items()
     }
 
@@ -89,7 +98,8 @@ def agreement(rows: list[dict], scores: list[str], dirs: list[str | Path], seed:
     for row in rows:
         t = truth.get(run_key(row["model_name"], row["config_weights"], row.get("config_image_size")))
         matched.append({**row, "test_acc": None if t is None else t.test_acc, "runs": 0 if t is None else t.runs,
-                        "finetune_s": None if t is None else t.seconds})
+                        "test_sd": None if t is None else t.test_sd, "finetune_s": None if t is None else t.seconds,
+                        "commits": "" if t is None else " ".join(t.commits)})
     have = [r for r in matched if r["test_acc"] is not None]
     if len(have) < MIN_CANDIDATES:
         missing = [r["candidate"] for r in matched if r["test_acc"] is None]
@@ -121,10 +131,13 @@ def agreement_markdown(taus: list[dict], matched: list[dict]) -> str:
             lines.append(f"| {t['score']} | {t['n']} | n/a | | |")
         else:
             lines.append(f"| {t['score']} | {t['n']} | {t['tau']:+.3f} | {t['low']:+.3f} to {t['high']:+.3f} | {t['p']:.3g} |")
-    lines += ["", "| candidate | test acc | runs |", "|---|---|---|"]
+    commits = sorted({c for r in matched for c in (r.get("commits") or "").split()})
+    lines += ["", f"The fine-tuned test accuracy (mean and sd over its runs), from commit {', '.join(commits) or 'unknown'}:", "",
+              "| candidate | test acc | sd | runs |", "|---|---|---|---|"]
     for r in matched:
         acc = "–" if r["test_acc"] is None else f"{r['test_acc']:.4f}"
-        lines.append(f"| `{r['candidate']}` | {acc} | {r['runs']} |")
+        sd = "–" if r.get("test_sd") is None else f"{r['test_sd']:.4f}"
+        lines.append(f"| `{r['candidate']}` | {acc} | {sd} | {r['runs']} |")
     return "\n".join(lines) + "\n"
 
 
