@@ -182,14 +182,17 @@ def test_rank_against_a_sweep_from_a_written_table(tmp_path, capsys):
     table = tmp_path / "t" / "ranking.csv"
     table.parent.mkdir()
     with open(table, "w", newline="") as f:
-        w = csv.DictWriter(f, ["candidate", "model_name", "config_weights", "config_image_size", "logme", "total_s"])
+        w = csv.DictWriter(f, ["candidate", "model_name", "config_weights", "config_image_size", "logme", "features_s",
+                               "logme_s", "total_s"])
         w.writeheader()
         for i in range(3):
             w.writerow({"candidate": f"c{i}", "model_name": "m", "config_weights": "none", "config_image_size": 32 * (i + 1),
-                        "logme": -i, "total_s": 1})
+                        "logme": -i, "features_s": 1, "logme_s": 1, "total_s": 3})
             write_run(tmp_path / "sweep" / str(i), "m", "none", 32 * (i + 1), 0.9 - 0.1 * i)
     assert main(["rank", "--table", str(table.parent), "--against", str(tmp_path / "sweep")]) == 0
-    assert "| logme | 3 | +1.000 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| logme | 3 | +1.000 |" in printed
+    assert "| 6 | 20.0 % |" in printed  # features + logme: 3 x 2 s against 3 x 10 s of fine-tuning
     assert (tmp_path / "t" / "agreement.csv").is_file() and (tmp_path / "t" / "agreement.md").is_file()
 
 

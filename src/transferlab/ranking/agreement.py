@@ -123,14 +123,18 @@ def agreement_markdown(taus: list[dict], matched: list[dict]) -> str:
     rank_s = sum(r.get("total_s") or 0.0 for r in matched if r["test_acc"] is not None)
     lines = [f"Kendall's tau between each score and the fine-tuned test accuracy, over "
              f"{sum(r['test_acc'] is not None for r in matched)} candidates ({int(LEVEL * 100)} % bootstrap CI over "
-             "candidates). Ranking took "
+             "candidates). Ranking them with every score took "
              f"{rank_s:.0f} s; the matched fine-tuning runs {finetune_s:.0f} s.", "",
-             "| score | candidates | tau | CI | p |", "|---|---|---|---|---|"]
+             "Each score's own cost is the features and that score alone, over the same candidates, and its share "
+             "of the fine-tuning time.", "",
+             "| score | candidates | tau | CI | p | features + score s | share of fine-tuning |", "|---|---|---|---|---|---|---|"]
     for t in taus:
+        own = sum((r.get("features_s") or 0.0) + (r.get(f"{t['score']}_s") or 0.0) for r in matched if r["test_acc"] is not None)
+        cost = f"{own:.0f} | {100 * own / finetune_s:.1f} %" if finetune_s else f"{own:.0f} | \u2013"
         if t["tau"] is None:
-            lines.append(f"| {t['score']} | {t['n']} | n/a | | |")
+            lines.append(f"| {t['score']} | {t['n']} | n/a | | | {cost} |")
         else:
-            lines.append(f"| {t['score']} | {t['n']} | {t['tau']:+.3f} | {t['low']:+.3f} to {t['high']:+.3f} | {t['p']:.3g} |")
+            lines.append(f"| {t['score']} | {t['n']} | {t['tau']:+.3f} | {t['low']:+.3f} to {t['high']:+.3f} | {t['p']:.3g} | {cost} |")
     commits = sorted({c for r in matched for c in (r.get("commits") or "").split()})
     lines += ["", f"The fine-tuned test accuracy (mean and sd over its runs), from commit {', '.join(commits) or 'unknown'}:", "",
               "| candidate | test acc | sd | runs |", "|---|---|---|---|"]
