@@ -91,3 +91,25 @@ def test_an_edited_imbalance_record_makes_the_table_stale(tmp_path, monkeypatch)
     path.write_text(json.dumps(record))
     monkeypatch.setattr(imbalance, "OUT", copy)
     assert (copy / "README.md").read_text() != imbalance.render()
+
+
+RANKING = ROOT / "docs" / "results" / "ranking"
+
+
+def test_the_ranking_agreement_is_what_the_committed_table_and_fine_tuning_records_give():
+    from transferlab.ranking.agreement import agreement, agreement_markdown
+    from transferlab.ranking.scores import SCORES
+    from transferlab.ranking.table import read_csv
+
+    taus, matched = agreement(read_csv(RANKING / "ranking.csv"), list(SCORES), [RANKING / "finetuned"])
+    assert (RANKING / "agreement.md").read_text() == "# Ranking against fine-tuning\n\n" + agreement_markdown(taus, matched), \
+        "docs/results/ranking/agreement.md differs from its records: run transferlab rank --table docs/results/ranking --against docs/results/ranking/finetuned"
+
+
+def test_the_ranking_and_its_fine_tuning_records_come_from_committed_code_and_name_no_machine_path():
+    assert json.loads((RANKING / "provenance.json").read_text())["code"]["dirty"] is False
+    records = [json.loads(p.read_text()) for p in (RANKING / "finetuned").rglob("metrics.json")]
+    assert len(records) >= 8 * 3
+    assert all(r["provenance"]["code"]["dirty"] is False for r in records)
+    text = "".join(p.read_text() for p in (RANKING / "finetuned").rglob("metrics.json"))
+    assert "/tmp/" not in text and "/work/" not in text and "/home/" not in text
