@@ -165,7 +165,7 @@ def render(out: Path) -> str:
     if len(sweeps) > 1:
         lines += ["The table joins the sweeps' strategies (the command above runs them in one sweep):", "",
                   *[f"- `{s['sweep']}`: `{s['command']}`" for s in sweeps], ""]
-    return "\n".join(lines) + body.lstrip("\n") + "\n".join(calibration_table(records)) + "\n"
+    return "\n".join(lines) + "\n" + body.lstrip("\n") + "\n".join(calibration_table(records)) + "\n"
 
 
 def rendered_dirs() -> list[Path]:
