@@ -13,7 +13,7 @@ import pytest
 from test_cli import ROOT, TINY, metrics_of, run_cli
 from transferlab import cli
 from transferlab.errors import ConfigError
-from transferlab.reproduce.rerun import Reproduction, environment, markdown, prepare_out
+from transferlab.reproduce.rerun import Reproduction, environment, markdown, prepare_out, threads_used
 from transferlab.reproduce.sources import RecordedRun, cheapest, recorded_runs, rerun_overrides
 
 PUBLISHED = sorted(p for p in (ROOT / "docs" / "results").glob("*/") if p.is_dir() and p.name != "ranking")
@@ -102,11 +102,11 @@ def test_the_report_says_same_for_an_equal_figure_and_the_change_for_a_moved_one
     run = RecordedRun(name="t/1", overrides=("seed=1",), figures={"test.acc": 0.7114, "val.acc": 0.5}, commit="8b57703aa")
     result = Reproduction(run=run, run_dir="x", status="completed", seconds=3.0, figures={"test.acc": 0.7057, "val.acc": 0.5})
     text = markdown([result], {"commit": "1234567890", "dirty": False})
-    assert "| t/1 | 8b57703 | not recorded | test.acc | 0.7114 | 0.7057 | -0.0057 |" in text
-    assert "| t/1 | 8b57703 | not recorded | val.acc | 0.5000 | 0.5000 | same |" in text
+    assert "| t/1 | 8b57703 | torch default | test.acc | 0.7114 | 0.7057 | -0.0057 |" in text
+    assert "| t/1 | 8b57703 | torch default | val.acc | 0.5000 | 0.5000 | same |" in text
     assert not result.reproduced()
     failed = Reproduction(run=run, run_dir="x", status="failed", seconds=1.0, error="DataError: no such folder")
-    assert "| t/1 | 8b57703 | not recorded | failed | | | DataError: no such folder |" in markdown([failed], {"commit": None})
+    assert "| t/1 | 8b57703 | torch default | failed | | | DataError: no such folder |" in markdown([failed], {"commit": None})
 
 
 def test_a_re_run_gets_the_torch_threads_its_record_ran_with(tmp_path):
@@ -117,8 +117,11 @@ def test_a_re_run_gets_the_torch_threads_its_record_ran_with(tmp_path):
     assert environment(run)["OMP_NUM_THREADS"] == "1" and environment(run)["MKL_NUM_THREADS"] == "1"
     record = {"overrides": ["seed=1"], "provenance": {"machine": {"torch_threads": 2}}, "test": {"acc": 0.5}}
     assert recorded_runs(_write_json(tmp_path / "r.json", record))[0].threads == 2
+    assert threads_used(run, environment(run)) == "1 (recorded)"
     unknown = RecordedRun(name="a", overrides=("seed=1",))
     assert environment(unknown).get("OMP_NUM_THREADS") == os.environ.get("OMP_NUM_THREADS")
+    assert threads_used(unknown, {"OMP_NUM_THREADS": "1"}) == "1 (OMP_NUM_THREADS)"
+    assert threads_used(unknown, {}) == "torch default"
 
 
 def test_cli_reproduce_bad_target_is_one_line_and_status_2(capsys):

@@ -37,6 +37,7 @@ class Reproduction:
     run_dir: str  # relative to the output folder, so a committed report names no machine path
     status: str
     seconds: float
+    threads: str = "torch default"  # what the re-run used: the record's, OMP_NUM_THREADS's, or torch's own
     figures: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
@@ -80,6 +81,12 @@ def prepare_out(out_dir: Path) -> Path:
     return out_dir
 
 
+def threads_used(run: RecordedRun, env: dict[str, str]) -> str:
+    if run.threads:
+        return f"{run.threads} (recorded)"
+    return f"{env['OMP_NUM_THREADS']} (OMP_NUM_THREADS)" if env.get("OMP_NUM_THREADS") else "torch default"
+
+
 def environment(run: RecordedRun) -> dict[str, str]:
     """The re-run's environment: this one, with torch's threads set to the record's where it names them."""
     env = dict(os.environ)
@@ -91,15 +98,17 @@ def environment(run: RecordedRun) -> dict[str, str]:
 def rerun(run: RecordedRun, out_dir: Path, python: str = sys.executable) -> Reproduction:
     run_dir = out_dir / _slug(run.name)
     command = [python, "-c", _TRAIN, *run.overrides, f"hydra.run.dir={run_dir}", "auto_resume=false"]
+    env = environment(run)
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=environment(run))
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     seconds = round(time.perf_counter() - start, 1)
     (out_dir / f"{_slug(run.name)}.log").write_text(done.stdout + done.stderr)
     metrics = run_dir / METRICS_FILE
     record = json.loads(metrics.read_text()) if metrics.is_file() else {}
     status = record.get("status") or ("completed" if done.returncode == 0 else "failed")
     error = None if status == "completed" else (record.get("error") or _last_error(done.stderr))
-    return Reproduction(run=run, run_dir=run_dir.name, status=status, seconds=seconds, figures=_figures(record),
+    return Reproduction(run=run, run_dir=run_dir.name, status=status, seconds=seconds, threads=threads_used(run, env),
+                        figures=_figures(record),
                         error=error if error is None else str(error).splitlines()[0])
 
 
@@ -117,7 +126,7 @@ def markdown(results: list[Reproduction], commit: dict) -> str:
     for r in results:
         then = f"{(r.run.commit or 'unknown')[:7]}{'+dirty' if r.run.dirty else ''}"
         seconds = f"{_cell(r.run.seconds) if r.run.seconds is None else f'{r.run.seconds:.0f}'} / {r.seconds:.0f}"
-        threads = r.run.threads or "not recorded"
+        threads = r.threads
         if r.status != "completed":
             lines.append(f"| {r.run.name} | {then} | {threads} | {r.status} | | | {r.error or ''} | {seconds} |")
             continue
