@@ -167,3 +167,13 @@ def test_an_output_folder_of_something_else_is_refused_and_one_of_reproduce_is_r
     (ours / "t_1" / "metrics.json").write_text("{}")
     (ours / "reproduce.json").write_text("{}")
     assert prepare_out(ours) == ours and list(ours.iterdir()) == []
+
+
+def test_the_same_run_cited_by_two_tables_is_re_run_once(tmp_path, capsys):
+    for table in ("a", "b"):
+        (tmp_path / table).mkdir()
+        _write_csv(tmp_path / table / "results.csv", [_row(1, "3")])
+    (tmp_path / "c").mkdir()
+    _write_csv(tmp_path / "c" / "results.csv", [_row(1, "3", acc="0.9")])  # same overrides, another figure
+    assert cli.main(["reproduce", str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"), "--list"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["a/1: python train.py strategy=extract seed=1", "c/1: python train.py strategy=extract seed=1"]

@@ -150,8 +150,10 @@ def _reproduce(args: argparse.Namespace) -> int:
                 picked = [r for r in runs if r.name in args.run or r.name.split("/")[-1] in args.run]
             else:
                 picked = [r for r in runs if r.completed] if args.all else [cheapest(runs)]
-            # Tables that cite the same run (semi_supervised repeats data_efficiency's rows) re-run it once.
-            chosen += [r for r in picked if r.overrides not in {c.overrides for c in chosen}]
+            # Tables that cite the same run (semi_supervised repeats data_efficiency's rows) re-run it
+            # once: the same overrides, commit and figures.
+            seen = {(c.overrides, c.commit, tuple(sorted(c.figures.items()))) for c in chosen}
+            chosen += [r for r in picked if (r.overrides, r.commit, tuple(sorted(r.figures.items()))) not in seen]
         if not chosen:
             names = ", ".join(r.name for t in args.targets for r in recorded_runs(t)[:8])
             raise ConfigError(f"--run {' '.join(args.run)} matches no run of {' '.join(args.targets)}: "
