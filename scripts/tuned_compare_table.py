@@ -47,22 +47,23 @@ def compact(record: dict) -> dict:
     }
 
 
-def _job_of(run_dir: str | None, sweep: Path) -> str | None:
-    """A run dir as "job <n>", or "<sweep> job <n>" for a job reused from an earlier sweep beside
-    it (None stays None): no machine path is published."""
+def _job_of(run_dir: str | None, sweep: Path, named: bool = False) -> str | None:
+    """A run dir as "job <n>" ("<sweep> job <n>" when `named`, for a sweep joined to a table of
+    another), or "<sweep> job <n>" for a job reused from an earlier sweep beside it (None stays
+    None): no machine path is published."""
     if run_dir is None:
         return None
     path = Path(run_dir).resolve()
     if path.is_relative_to(sweep.resolve()):
-        return f"job {path.relative_to(sweep.resolve()).parts[0]}"
+        return f"{sweep.name + ' ' if named else ''}job {path.relative_to(sweep.resolve()).parts[0]}"
     return f"{path.parent.name} job {path.name}"
 
 
-def scrubbed_summary(sweep: Path) -> dict:
+def scrubbed_summary(sweep: Path, named: bool = False) -> dict:
     data = json.loads((sweep / TUNING_JSON).read_text())
     for outcome in data["outcomes"]:
         for run in (*outcome["trials"], *outcome["default"], *outcome["tuned"]):
-            run["run_dir"] = _job_of(run.get("run_dir"), sweep)
+            run["run_dir"] = _job_of(run.get("run_dir"), sweep, named)
     return data
 
 
@@ -84,7 +85,7 @@ def publish(sweep: Path, name: str, command: str | None = None, add: bool = Fals
         raise SystemExit(f"{sweep} holds no job records (<job>/metrics.json): pass a tuned_compare sweep dir")
     commit = _one_clean_commit(sweep, records)
     out = OUT / name
-    summary = scrubbed_summary(sweep)
+    summary = scrubbed_summary(sweep, named=add)
     sweeps = [{"sweep": sweep.name, "command": command}]
     prefix = ""
     if add:
@@ -101,10 +102,6 @@ def publish(sweep: Path, name: str, command: str | None = None, add: bool = Fals
             raise SystemExit(f"--add: {', '.join(again)} already in {out}: add a sweep of other strategies")
         if published["trials_per_strategy"] != summary["trials_per_strategy"]:
             raise SystemExit("--add: the sweeps tuned with different budgets (tune.trials): a table compares equal budgets")
-        for outcome in summary["outcomes"]:
-            for run in (*outcome["trials"], *outcome["default"], *outcome["tuned"]):
-                if run["run_dir"] and run["run_dir"].startswith("job "):
-                    run["run_dir"] = f"{sweep.name} {run['run_dir']}"
         summary["outcomes"] = published["outcomes"] + summary["outcomes"]
         sweeps = meta.get("sweeps") or [{"sweep": meta["sweep"], "command": meta.get("command")}]
         sweeps.append({"sweep": sweep.name, "command": command})

@@ -105,6 +105,9 @@ def test_the_report_says_same_for_an_equal_figure_and_the_change_for_a_moved_one
     assert "| t/1 | 8b57703 | torch default | test.acc | 0.7114 | 0.7057 | -0.0057 |" in text
     assert "| t/1 | 8b57703 | torch default | val.acc | 0.5000 | 0.5000 | same |" in text
     assert not result.reproduced()
+    # A figure the re-run no longer gives is not reproduced, even when the others match.
+    lost = Reproduction(run=run, run_dir="x", status="completed", seconds=3.0, figures={"test.acc": 0.7114})
+    assert lost.deltas() == {"test.acc": 0.0} and not lost.reproduced()
     failed = Reproduction(run=run, run_dir="x", status="failed", seconds=1.0, error="DataError: no such folder")
     assert "| t/1 | 8b57703 | torch default | failed | | | DataError: no such folder |" in markdown([failed], {"commit": None})
 

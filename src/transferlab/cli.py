@@ -143,9 +143,10 @@ def _reproduce(args: argparse.Namespace) -> int:
     from transferlab.reproduce.sources import cheapest, recorded_runs
 
     try:
-        chosen = []
+        chosen, listed = [], []
         for target in args.targets:
             runs = recorded_runs(target)
+            listed += runs
             if args.run:
                 picked = [r for r in runs if r.name in args.run or r.name.split("/")[-1] in args.run]
             else:
@@ -155,7 +156,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             seen = {(c.overrides, c.commit, tuple(sorted(c.figures.items()))) for c in chosen}
             chosen += [r for r in picked if (r.overrides, r.commit, tuple(sorted(r.figures.items()))) not in seen]
         if not chosen:
-            names = ", ".join(r.name for t in args.targets for r in recorded_runs(t)[:8])
+            names = ", ".join(r.name for r in listed[:8])
             raise ConfigError(f"--run {' '.join(args.run)} matches no run of {' '.join(args.targets)}: "
                               f"pass one of its run names ({names}, ...) or leave --run out")
         if args.list:

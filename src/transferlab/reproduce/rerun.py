@@ -20,7 +20,7 @@ from pathlib import Path
 
 from transferlab.errors import OutputError
 from transferlab.record import METRICS_FILE
-from transferlab.reproduce.sources import FIGURES, RecordedRun
+from transferlab.reproduce.sources import RecordedRun, record_figures
 from transferlab.utils.io import atomic_write_bytes
 from transferlab.utils.provenance import code_state
 
@@ -45,21 +45,15 @@ class Reproduction:
         return {k: self.figures[k] - v for k, v in self.run.figures.items() if k in self.figures}
 
     def reproduced(self) -> bool:
+        """Completed, and every recorded figure is there again within SAME (a figure the re-run no
+        longer gives is not reproduced)."""
         deltas = self.deltas()
-        return self.status == "completed" and bool(deltas) and all(abs(d) <= SAME for d in deltas.values())
+        return (self.status == "completed" and bool(deltas) and len(deltas) == len(self.run.figures)
+                and all(abs(d) <= SAME for d in deltas.values()))
 
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "run"
-
-
-def _figures(record: dict) -> dict[str, float]:
-    out = {}
-    for split, metric in FIGURES:
-        value = (record.get(split) or {}).get(metric)
-        if isinstance(value, (int, float)):
-            out[f"{split}.{metric}"] = float(value)
-    return out
 
 
 def _last_error(stderr: str) -> str:
@@ -108,12 +102,15 @@ def rerun(run: RecordedRun, out_dir: Path, python: str = sys.executable) -> Repr
     status = record.get("status") or ("completed" if done.returncode == 0 else "failed")
     error = None if status == "completed" else (record.get("error") or _last_error(done.stderr))
     return Reproduction(run=run, run_dir=run_dir.name, status=status, seconds=seconds, threads=threads_used(run, env),
-                        figures=_figures(record),
+                        figures=record_figures(record),
                         error=error if error is None else str(error).splitlines()[0])
 
 
+_DASH = "\u2013"
+
+
 def _cell(value: float | None) -> str:
-    return "\u2013" if value is None else f"{value:.4f}"
+    return _DASH if value is None else f"{value:.4f}"
 
 
 def markdown(results: list[Reproduction], commit: dict) -> str:
@@ -125,14 +122,14 @@ def markdown(results: list[Reproduction], commit: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         then = f"{(r.run.commit or 'unknown')[:7]}{'+dirty' if r.run.dirty else ''}"
-        seconds = f"{_cell(r.run.seconds) if r.run.seconds is None else f'{r.run.seconds:.0f}'} / {r.seconds:.0f}"
+        seconds = f"{_DASH if r.run.seconds is None else f'{r.run.seconds:.0f}'} / {r.seconds:.0f}"
         threads = r.threads
         if r.status != "completed":
             lines.append(f"| {r.run.name} | {then} | {threads} | {r.status} | | | {r.error or ''} | {seconds} |")
             continue
         for key, old in r.run.figures.items():
             new = r.figures.get(key)
-            change = "\u2013" if new is None else ("same" if abs(new - old) <= SAME else f"{new - old:+.4f}")
+            change = _DASH if new is None else ("same" if abs(new - old) <= SAME else f"{new - old:+.4f}")
             lines.append(f"| {r.run.name} | {then} | {threads} | {key} | {_cell(old)} | {_cell(new)} | {change} | {seconds} |")
     return "\n".join(lines) + "\n"
 

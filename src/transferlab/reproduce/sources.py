@@ -71,15 +71,15 @@ def _int(value) -> int | None:
     return None if number is None else int(number)
 
 
+def record_figures(record: dict) -> dict[str, float]:
+    """The FIGURES a record (metrics.json or a compact one) holds, as "<split>.<metric>": value."""
+    return {f"{s}.{m}": v for s, m in FIGURES if (v := _float((record.get(s) or {}).get(m))) is not None}
+
+
 def from_record(record: dict, name: str, where: str) -> RecordedRun:
     code = record.get("code") or (record.get("provenance") or {}).get("code") or {}
     machine = record.get("machine") or (record.get("provenance") or {}).get("machine") or {}
-    figures = {}
-    for split, metric in FIGURES:
-        value = _float((record.get(split) or {}).get(metric))
-        if value is not None:
-            figures[f"{split}.{metric}"] = value
-    return RecordedRun(name=name, overrides=_overrides_of(record, where), figures=figures, commit=code.get("commit"),
+    return RecordedRun(name=name, overrides=_overrides_of(record, where), figures=record_figures(record), commit=code.get("commit"),
                        dirty=code.get("dirty"), seconds=_float((record.get("time") or {}).get("total_s")),
                        completed=record.get("status", "completed") == "completed", threads=_int(machine.get("torch_threads")))
 
